@@ -1,0 +1,14 @@
+//! Database migrations for Mandate. Each migration stays safe for the previous release running
+//! against the new schema; a released migration is never edited.
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_registry;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_registry::Migration)]
+    }
+}

@@ -1,0 +1,303 @@
+//! The registry (MCP servers, agents, client secrets), signing keys, admin tokens and revocations.
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum McpServers {
+    Table,
+    Id,
+    ResourceUri,
+    Name,
+    Environment,
+    Tools,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Agents {
+    Table,
+    Id,
+    Name,
+    Purpose,
+    Justification,
+    Owner,
+    TrustLevel,
+    Environment,
+    AllowedResources,
+    ScopeCeiling,
+    TokenTtlCap,
+    Status,
+    AuthMethod,
+    Jwks,
+    JwksUri,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum ClientSecrets {
+    Table,
+    Id,
+    ClientId,
+    SecretHash,
+    CreatedAt,
+    ExpiresAt,
+}
+
+#[derive(DeriveIden)]
+enum SigningKeys {
+    Table,
+    Kid,
+    Alg,
+    PrivateKey,
+    PublicJwk,
+    CreatedAt,
+    ActivatesAt,
+}
+
+#[derive(DeriveIden)]
+enum AdminTokens {
+    Table,
+    Id,
+    Name,
+    TokenHash,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Revocations {
+    Table,
+    Id,
+    Kind,
+    Value,
+    ClientId,
+    ExpiresAt,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum RegistryState {
+    Table,
+    Id,
+    Version,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(McpServers::Table)
+                .col(
+                    ColumnDef::new(McpServers::Id)
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new(McpServers::ResourceUri)
+                        .string()
+                        .not_null()
+                        .unique_key(),
+                )
+                .col(ColumnDef::new(McpServers::Name).string().not_null())
+                .col(ColumnDef::new(McpServers::Environment).string().not_null())
+                .col(ColumnDef::new(McpServers::Tools).text().not_null())
+                .col(
+                    ColumnDef::new(McpServers::CreatedAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(McpServers::UpdatedAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Agents::Table)
+                .col(ColumnDef::new(Agents::Id).string().not_null().primary_key())
+                .col(ColumnDef::new(Agents::Name).string().not_null())
+                .col(ColumnDef::new(Agents::Purpose).text().not_null())
+                .col(ColumnDef::new(Agents::Justification).text().not_null())
+                .col(ColumnDef::new(Agents::Owner).string().not_null())
+                .col(ColumnDef::new(Agents::TrustLevel).string().not_null())
+                .col(ColumnDef::new(Agents::Environment).string().not_null())
+                .col(ColumnDef::new(Agents::AllowedResources).text().not_null())
+                .col(ColumnDef::new(Agents::ScopeCeiling).text().not_null())
+                .col(ColumnDef::new(Agents::TokenTtlCap).big_integer().null())
+                .col(ColumnDef::new(Agents::Status).string().not_null())
+                .col(ColumnDef::new(Agents::AuthMethod).string().not_null())
+                .col(ColumnDef::new(Agents::Jwks).text().null())
+                .col(ColumnDef::new(Agents::JwksUri).string().null())
+                .col(ColumnDef::new(Agents::CreatedAt).big_integer().not_null())
+                .col(ColumnDef::new(Agents::UpdatedAt).big_integer().not_null())
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(ClientSecrets::Table)
+                .col(
+                    ColumnDef::new(ClientSecrets::Id)
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new(ClientSecrets::ClientId).string().not_null())
+                .col(
+                    ColumnDef::new(ClientSecrets::SecretHash)
+                        .string()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ClientSecrets::CreatedAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ClientSecrets::ExpiresAt)
+                        .big_integer()
+                        .null(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_client_secrets_client_id")
+                .table(ClientSecrets::Table)
+                .col(ClientSecrets::ClientId)
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(SigningKeys::Table)
+                .col(
+                    ColumnDef::new(SigningKeys::Kid)
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new(SigningKeys::Alg).string().not_null())
+                .col(ColumnDef::new(SigningKeys::PrivateKey).text().not_null())
+                .col(ColumnDef::new(SigningKeys::PublicJwk).text().not_null())
+                .col(
+                    ColumnDef::new(SigningKeys::CreatedAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(SigningKeys::ActivatesAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(AdminTokens::Table)
+                .col(
+                    ColumnDef::new(AdminTokens::Id)
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new(AdminTokens::Name).string().not_null())
+                .col(
+                    ColumnDef::new(AdminTokens::TokenHash)
+                        .string()
+                        .not_null()
+                        .unique_key(),
+                )
+                .col(
+                    ColumnDef::new(AdminTokens::CreatedAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Revocations::Table)
+                .col(
+                    ColumnDef::new(Revocations::Id)
+                        .big_integer()
+                        .not_null()
+                        .auto_increment()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new(Revocations::Kind).string().not_null())
+                .col(ColumnDef::new(Revocations::Value).string().not_null())
+                .col(ColumnDef::new(Revocations::ClientId).string().null())
+                .col(
+                    ColumnDef::new(Revocations::ExpiresAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Revocations::CreatedAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_revocations_created_at")
+                .table(Revocations::Table)
+                .col(Revocations::CreatedAt)
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(RegistryState::Table)
+                .col(
+                    ColumnDef::new(RegistryState::Id)
+                        .integer()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new(RegistryState::Version)
+                        .big_integer()
+                        .not_null(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        let seed = Query::insert()
+            .into_table(RegistryState::Table)
+            .columns([RegistryState::Id, RegistryState::Version])
+            .values_panic([1.into(), 1.into()])
+            .to_owned();
+        m.exec_stmt(seed).await?;
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in [
+            McpServers::Table.into_iden(),
+            Agents::Table.into_iden(),
+            ClientSecrets::Table.into_iden(),
+            SigningKeys::Table.into_iden(),
+            AdminTokens::Table.into_iden(),
+            Revocations::Table.into_iden(),
+            RegistryState::Table.into_iden(),
+        ] {
+            m.drop_table(Table::drop().table(t).to_owned()).await?;
+        }
+        Ok(())
+    }
+}

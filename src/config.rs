@@ -1,0 +1,212 @@
+//! Configuration: one struct, from a TOML file with `MANDATE_*` environment overrides.
+//! Unknown keys in the file are refused (`deny_unknown_fields`); `mandate.example.toml` at the
+//! repo root documents every key beside its default and its variable.
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on (`MANDATE_LISTEN`).
+    pub listen: SocketAddr,
+    /// Issuer URL, byte-exact in metadata and tokens; default `http://<listen>` (`MANDATE_ISSUER`).
+    pub issuer: Option<String>,
+    /// Data directory: SQLite file, key-encryption key (`MANDATE_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Database URL; default SQLite in the data directory (`MANDATE_DATABASE_URL`).
+    pub database_url: Option<String>,
+    /// Base64 (standard) of 32 bytes that encrypt signing keys at rest; default: generated
+    /// into `<data_dir>/key-encryption-key` (mode 0600) (`MANDATE_KEY_ENCRYPTION_KEY`).
+    pub key_encryption_key: Option<String>,
+    /// Algorithm of generated signing keys: ES256, EdDSA or RS256 (`MANDATE_SIGNING_ALG`).
+    pub signing_alg: String,
+    /// Seconds a rotated key is published before it signs (`MANDATE_KEY_PUBLISH_LEAD_SECS`).
+    pub key_publish_lead_secs: i64,
+    /// Default and maximum access token lifetime in seconds (`MANDATE_ACCESS_TOKEN_TTL_SECS`).
+    pub access_token_ttl_secs: i64,
+    /// Longest lifetime accepted for a `private_key_jwt` assertion (`MANDATE_ASSERTION_MAX_LIFETIME_SECS`).
+    pub assertion_max_lifetime_secs: i64,
+    /// Clock skew tolerated on assertion times (`MANDATE_CLOCK_SKEW_SECS`).
+    pub clock_skew_secs: i64,
+    /// Largest request body accepted, in bytes (`MANDATE_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// How often a node checks the database for registry, key and revocation changes made by
+    /// other nodes or the CLI, in milliseconds (`MANDATE_REFRESH_INTERVAL_MS`).
+    pub refresh_interval_ms: u64,
+    /// Log format: `text` or `json` (`MANDATE_LOG_FORMAT`).
+    pub log_format: String,
+    /// Log filter, tracing-subscriber syntax (`MANDATE_LOG_LEVEL`).
+    pub log_level: String,
+    /// Seconds a request may take before it is answered 503 (`MANDATE_REQUEST_TIMEOUT_SECS`).
+    pub request_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            issuer: None,
+            data_dir: PathBuf::from("mandate-data"),
+            database_url: None,
+            key_encryption_key: None,
+            signing_alg: "ES256".into(),
+            key_publish_lead_secs: 300,
+            access_token_ttl_secs: 300,
+            assertion_max_lifetime_secs: 300,
+            clock_skew_secs: 30,
+            max_body_bytes: 64 * 1024,
+            refresh_interval_ms: 1000,
+            log_format: "text".into(),
+            log_level: "info".into(),
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the file (if any), then applies `MANDATE_<KEY>` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text)
+                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        let keys = Self::keys();
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("MANDATE_").map(str::to_ascii_lowercase) else {
+                continue;
+            };
+            if !keys.contains(&key) {
+                continue; // MANDATE_CONFIG, MANDATE_TEST_* and the like are not config keys
+            }
+            // Numbers and booleans keep their type; anything else is a string.
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .filter(|v| !v.is_str() && !v.is_table() && !v.is_array())
+                .unwrap_or(toml::Value::String(value));
+            table.insert(key, parsed);
+        }
+        let cfg: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn keys() -> Vec<String> {
+        toml::Table::try_from(Config::default())
+            .map(|t| t.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(["issuer", "database_url", "key_encryption_key"].map(String::from))
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.signing_alg.as_str(), "ES256" | "EdDSA" | "RS256") {
+            return Err(ConfigError::Invalid(format!(
+                "signing_alg must be ES256, EdDSA or RS256, not {}",
+                self.signing_alg
+            )));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid(
+                "log_format must be text or json".into(),
+            ));
+        }
+        if self.access_token_ttl_secs < 1 || self.access_token_ttl_secs > 86_400 {
+            return Err(ConfigError::Invalid(
+                "access_token_ttl_secs must be between 1 and 86400".into(),
+            ));
+        }
+        if let Some(issuer) = &self.issuer {
+            crate::resources::validate_issuer(issuer).map_err(ConfigError::Invalid)?;
+        }
+        Ok(())
+    }
+
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("mandate.db").display()
+            )
+        })
+    }
+
+    /// The issuer for a server bound to `bound`.
+    pub fn issuer_for(&self, bound: SocketAddr) -> String {
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_keeps_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\naccess_token_ttl_secs = 120\n",
+        )
+        .unwrap();
+        let cfg = Config::load(
+            Some(&path),
+            [
+                (
+                    "MANDATE_ACCESS_TOKEN_TTL_SECS".to_string(),
+                    "60".to_string(),
+                ),
+                ("MANDATE_LOG_FORMAT".to_string(), "json".to_string()),
+                ("MANDATE_TEST_DATABASE_URL".to_string(), "x".to_string()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.access_token_ttl_secs, 60);
+        assert_eq!(cfg.log_format, "json");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:9000\"\n").unwrap();
+        let err = Config::load(Some(&path), []).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let err = Config::load(None, [("MANDATE_SIGNING_ALG".into(), "HS256".into())]).unwrap_err();
+        assert!(err.to_string().contains("signing_alg"));
+    }
+}

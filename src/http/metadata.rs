@@ -1,0 +1,77 @@
+//! RFC 8414 / OIDC discovery metadata and the JWKS.
+use crate::app::AppState;
+use crate::oauth::client_auth::ASSERTION_ALGS;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route("/.well-known/openid-configuration", get(metadata))
+        .route("/jwks.json", get(jwks))
+}
+
+/// The metadata document: only what is implemented.
+pub fn document(app: &crate::app::App) -> Value {
+    let iss = &app.issuer;
+    let registry = app.registry();
+    let mut scopes: BTreeSet<String> = ["tools:read", "tools:write", "tools:execute"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    for s in registry.servers() {
+        scopes.extend(s.tools.keys().map(|t| format!("tools:{t}")));
+    }
+    let secret_methods = ["client_secret_basic", "client_secret_post"];
+    let all_methods = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ];
+    json!({
+        "issuer": iss,
+        "token_endpoint": app.token_endpoint,
+        "jwks_uri": format!("{iss}/jwks.json"),
+        "introspection_endpoint": format!("{iss}/introspect"),
+        "revocation_endpoint": format!("{iss}/revoke"),
+        "grant_types_supported": crate::oauth::GRANT_TYPES,
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": all_methods,
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
+        "introspection_endpoint_auth_methods_supported": secret_methods,
+        "revocation_endpoint_auth_methods_supported": all_methods,
+        "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
+        "scopes_supported": scopes,
+    })
+}
+
+async fn metadata(State(app): State<AppState>) -> Response {
+    let mut resp = axum::Json(document(&app)).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    resp
+}
+
+async fn jwks(State(app): State<AppState>) -> Response {
+    let doc = app
+        .registry()
+        .keys
+        .jwks(app.clock.now(), app.config.access_token_ttl_secs);
+    let mut resp = (
+        [(header::CONTENT_TYPE, "application/jwk-set+json")],
+        doc.to_string(),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    resp
+}

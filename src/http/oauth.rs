@@ -1,0 +1,85 @@
+//! `/token`, `/introspect`, `/revoke`.
+use super::{ErrorResponse, authorization, form_body, no_store_json};
+use crate::app::AppState;
+use crate::metrics::{GrantLabels, IntrospectionLabels, RefusalLabels};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/token", post(token))
+        .route("/introspect", post(introspect))
+        .route("/revoke", post(revoke))
+}
+
+async fn token(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        let body = form_body(&headers, body, app.config.max_body_bytes).await?;
+        app.token(authorization(&headers)?, &body).await
+    }
+    .await;
+    match result {
+        Ok(v) => {
+            app.metrics
+                .tokens_issued
+                .get_or_create(&GrantLabels {
+                    grant_type: "client_credentials",
+                })
+                .inc();
+            no_store_json(v)
+        }
+        Err(e) => {
+            app.metrics
+                .tokens_refused
+                .get_or_create(&RefusalLabels { reason: e.code() })
+                .inc();
+            ErrorResponse(e).into_response()
+        }
+    }
+}
+
+async fn introspect(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        let body = form_body(&headers, body, app.config.max_body_bytes).await?;
+        app.introspect(authorization(&headers)?, &body).await
+    }
+    .await;
+    match result {
+        Ok(v) => {
+            let active = v["active"].as_bool().unwrap_or(false);
+            app.metrics
+                .introspections
+                .get_or_create(&IntrospectionLabels { active })
+                .inc();
+            no_store_json(v)
+        }
+        Err(e) => ErrorResponse(e).into_response(),
+    }
+}
+
+async fn revoke(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        let body = form_body(&headers, body, app.config.max_body_bytes).await?;
+        let auth = authorization(&headers)?;
+        // An admin bearer token may revoke any token; anything else is client authentication.
+        let admin = auth
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(|t| {
+                app.registry()
+                    .admin_token(t.trim())
+                    .map(str::to_string)
+                    .ok_or(crate::oauth::OAuthError::InvalidToken)
+            })
+            .transpose()?;
+        app.revoke(auth, admin.as_deref(), &body).await
+    }
+    .await;
+    match result {
+        Ok(()) => no_store_json(serde_json::json!({})),
+        Err(e) => ErrorResponse(e).into_response(),
+    }
+}

@@ -1,0 +1,90 @@
+//! `grant_type=client_credentials` (OAuth 2.1 §4.2, MCP client-credentials extension), with
+//! RFC 8707 `resource` and per-server tool scopes.
+use crate::agents::{Agent, AgentStatus};
+use crate::oauth::{OAuthError, Params, scopes};
+use crate::registry::Registry;
+use crate::resources::{McpServer, canonical_resource};
+use crate::tokens::AccessClaims;
+use std::sync::Arc;
+
+/// Picks the one MCP server the token is for (RFC 8707 §2): the `resource` given, or the
+/// agent's only allowed resource when none is given.
+pub fn resolve_resource(
+    agent: &Agent,
+    p: &Params,
+    registry: &Registry,
+) -> Result<Arc<McpServer>, OAuthError> {
+    let given = p.all("resource");
+    let raw = match given.as_slice() {
+        [] => match agent.allowed_resources.as_slice() {
+            [only] => only.as_str(),
+            _ => {
+                return Err(OAuthError::InvalidTarget(
+                    "resource is required: this agent may reach more than one MCP server".into(),
+                ));
+            }
+        },
+        [one] => one,
+        [first, rest @ ..] => {
+            let canon =
+                canonical_resource(first).map_err(|e| OAuthError::InvalidTarget(e.into()))?;
+            if rest
+                .iter()
+                .any(|r| canonical_resource(r).ok().as_deref() != Some(&canon))
+            {
+                return Err(OAuthError::InvalidTarget(
+                    "one resource per token: request a token for each MCP server".into(),
+                ));
+            }
+            first
+        }
+    };
+    let canon = canonical_resource(raw).map_err(|e| OAuthError::InvalidTarget(e.into()))?;
+    let server = registry
+        .server_by_resource(&canon)
+        .ok_or_else(|| OAuthError::InvalidTarget("unknown resource".into()))?;
+    if !agent.allowed_resources.iter().any(|r| *r == canon) {
+        return Err(OAuthError::InvalidTarget(
+            "this agent is not allowed to reach that resource".into(),
+        ));
+    }
+    if server.environment != agent.environment {
+        return Err(OAuthError::InvalidTarget(
+            "the resource is in another environment than the agent".into(),
+        ));
+    }
+    Ok(server.clone())
+}
+
+/// The claims of the token to issue, or why not.
+pub fn decide(
+    agent: &Agent,
+    p: &Params,
+    registry: &Registry,
+    issuer: &str,
+    now: i64,
+    default_ttl: i64,
+) -> Result<AccessClaims, OAuthError> {
+    if agent.status != AgentStatus::Active {
+        return Err(OAuthError::UnauthorizedClient(
+            "the agent is suspended".into(),
+        ));
+    }
+    let server = resolve_resource(agent, p, registry)?;
+    let granted = scopes::grant(p.get("scope"), &agent.scope_ceiling, &server)?;
+    let ttl = agent
+        .token_ttl_cap
+        .map_or(default_ttl, |cap| cap.min(default_ttl));
+    Ok(AccessClaims {
+        iss: issuer.to_string(),
+        sub: agent.id.clone(),
+        aud: server.resource.clone(),
+        client_id: agent.id.clone(),
+        scope: granted.join(" "),
+        iat: now,
+        nbf: now,
+        exp: now + ttl,
+        jti: uuid::Uuid::new_v4().to_string(),
+        env: Some(agent.environment.clone()),
+    })
+}

@@ -1,0 +1,188 @@
+//! The protocol core: request parsing, client authentication, grants, introspection and
+//! revocation. Plain Rust: no axum, no sea-orm types.
+pub mod client_auth;
+mod error;
+pub mod grants;
+mod params;
+pub mod scopes;
+
+pub use error::OAuthError;
+pub use params::Params;
+
+use crate::app::App;
+use crate::registry::Registry;
+use client_auth::{AuthEnv, Client};
+use serde_json::{Value, json};
+
+/// Grant types `/token` accepts.
+pub const GRANT_TYPES: &[&str] = &["client_credentials"];
+
+impl App {
+    fn auth_env<'a>(&'a self, registry: &'a Registry, now: i64) -> AuthEnv<'a> {
+        AuthEnv {
+            registry,
+            issuer: &self.issuer,
+            token_endpoint: &self.token_endpoint,
+            now,
+            skew: self.config.clock_skew_secs,
+            max_assertion_lifetime: self.config.assertion_max_lifetime_secs,
+            replay: self.replay.as_ref(),
+            remote_jwks: &self.remote_jwks,
+        }
+    }
+
+    /// `POST /token`.
+    pub async fn token(
+        &self,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> Result<Value, OAuthError> {
+        let p = Params::parse(body)?;
+        let now = self.clock.now();
+        let registry = self.registry();
+        let grant_type = p.require("grant_type")?;
+        if !GRANT_TYPES.contains(&grant_type) {
+            return Err(OAuthError::UnsupportedGrantType);
+        }
+        let client =
+            client_auth::authenticate(&self.auth_env(&registry, now), authorization, &p).await?;
+        let Client::Agent(agent) = client else {
+            return Err(OAuthError::UnauthorizedClient(
+                "MCP server credentials cannot obtain tokens".into(),
+            ));
+        };
+        let claims = grants::client_credentials::decide(
+            &agent,
+            &p,
+            &registry,
+            &self.issuer,
+            now,
+            self.config.access_token_ttl_secs,
+        )?;
+        let key = registry
+            .keys
+            .active(now)
+            .ok_or_else(|| OAuthError::TemporarilyUnavailable("no active signing key".into()))?;
+        let token = key
+            .sign_jwt(&claims)
+            .ok_or_else(|| OAuthError::ServerError("signing failed".into()))?;
+        Ok(json!({
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": claims.exp - now,
+            "scope": claims.scope,
+        }))
+    }
+
+    /// `POST /introspect` (RFC 7662): only registered MCP servers may ask, and a token is
+    /// active only for the server it was issued to.
+    pub async fn introspect(
+        &self,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> Result<Value, OAuthError> {
+        let p = Params::parse(body)?;
+        let now = self.clock.now();
+        let registry = self.registry();
+        let client =
+            client_auth::authenticate(&self.auth_env(&registry, now), authorization, &p).await?;
+        let Client::Server(server) = client else {
+            return Err(OAuthError::invalid_client(
+                authorization.is_some(),
+                "only MCP servers may introspect",
+            ));
+        };
+        let token = p.require("token")?;
+        let inactive = json!({ "active": false });
+        let Ok(c) = crate::tokens::verify(
+            token,
+            &registry.keys,
+            &self.issuer,
+            now,
+            self.config.access_token_ttl_secs,
+        ) else {
+            return Ok(inactive);
+        };
+        if c.aud != server.resource {
+            return Ok(inactive);
+        }
+        let Some(agent) = registry.agent(&c.client_id) else {
+            return Ok(inactive);
+        };
+        if agent.status != crate::agents::AgentStatus::Active {
+            return Ok(inactive);
+        }
+        match self.revocations.is_revoked(&c.jti).await {
+            Ok(false) => {}
+            Ok(true) => return Ok(inactive),
+            Err(_) => {
+                tracing::warn!("revocation store unavailable: answering inactive");
+                return Ok(inactive);
+            }
+        }
+        Ok(json!({
+            "active": true,
+            "scope": c.scope,
+            "client_id": c.client_id,
+            "sub": c.sub,
+            "aud": c.aud,
+            "iss": c.iss,
+            "exp": c.exp,
+            "iat": c.iat,
+            "nbf": c.nbf,
+            "jti": c.jti,
+            "token_type": "Bearer",
+            "env": agent.environment,
+            "trust_level": agent.trust_level.as_str(),
+        }))
+    }
+
+    /// `POST /revoke` (RFC 7009) by the agent holding the token, or by an admin (`admin_id`).
+    pub async fn revoke(
+        &self,
+        authorization: Option<&str>,
+        admin_id: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), OAuthError> {
+        let p = Params::parse(body)?;
+        let now = self.clock.now();
+        let registry = self.registry();
+        let caller = match admin_id {
+            Some(_) => None,
+            None => {
+                match client_auth::authenticate(&self.auth_env(&registry, now), authorization, &p)
+                    .await?
+                {
+                    Client::Agent(a) => Some(a),
+                    Client::Server(_) => {
+                        return Err(OAuthError::UnauthorizedClient(
+                            "MCP servers cannot revoke tokens".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        let token = p.require("token")?;
+        // RFC 7009 §2.2: an invalid or expired token is a success with nothing to do.
+        let Ok(c) = crate::tokens::verify(
+            token,
+            &registry.keys,
+            &self.issuer,
+            now,
+            self.config.access_token_ttl_secs,
+        ) else {
+            return Ok(());
+        };
+        if let Some(agent) = caller
+            && agent.id != c.client_id
+        {
+            // RFC 7009 §2.1: the token was not issued to this client.
+            return Err(OAuthError::UnauthorizedClient(
+                "the token was not issued to this client".into(),
+            ));
+        }
+        self.revoke_jti(&c.jti, Some(&c.client_id), c.exp)
+            .await
+            .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable".into()))
+    }
+}
