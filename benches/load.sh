@@ -112,12 +112,17 @@ run_mandate() {
   check_once mandate_token_check "$URL/token" "$ABASIC" "$BODY" || die "Mandate /token is not 200 (see above)"
   run_wrk mandate_token "$URL/token" "$ABASIC" "$BODY" "$MPID"
 
-  TOKEN=$(jq -er .access_token "$RESULTS_DIR/mandate_token_check.json") || die "no access_token from Mandate"
+  # a fresh token right before the introspection load (Mandate tokens are short-lived)
+  check_once mandate_token_check2 "$URL/token" "$ABASIC" "$BODY" || die "Mandate /token is not 200 (see above)"
+  TOKEN=$(jq -er .access_token "$RESULTS_DIR/mandate_token_check2.json") || die "no access_token from Mandate"
   check_once mandate_introspect_check "$URL/introspect" "$SBASIC" "token=$(urlenc "$TOKEN")" \
     || die "Mandate /introspect is not 200 (see above)"
   jq -e '.active == true' "$RESULTS_DIR/mandate_introspect_check.json" >/dev/null \
     || log "WARNING: Mandate introspection says the token is not active: $(cat "$RESULTS_DIR/mandate_introspect_check.json")"
   run_wrk mandate_introspect "$URL/introspect" "$SBASIC" "token=$(urlenc "$TOKEN")" "$MPID"
+  check_once mandate_introspect_after "$URL/introspect" "$SBASIC" "token=$(urlenc "$TOKEN")" \
+    && jq -e '.active == true' "$RESULTS_DIR/mandate_introspect_after.json" >/dev/null \
+    || log "WARNING: after the load, Mandate no longer reports the token active (expired during the run?)"
   stop_pid "$MPID"
   if grep -v "issuer $URL" "$RESULTS_DIR/mandate.log" | grep -q '[^[:space:]]'; then
     log "note: mandate.log has other output (warnings/errors?): $RESULTS_DIR/mandate.log"
@@ -171,6 +176,9 @@ run_peer() {
   jq -e '.active == true' "$RESULTS_DIR/peer_introspect_check.json" >/dev/null \
     || die "peer introspection says inactive: $(cat "$RESULTS_DIR/peer_introspect_check.json")"
   run_wrk peer_introspect "$PEER_URL/token/introspection" "$RBASIC" "token=$(urlenc "$TOKEN")" "$PEER_PIDS"
+  check_once peer_introspect_after "$PEER_URL/token/introspection" "$RBASIC" "token=$(urlenc "$TOKEN")" \
+    && jq -e '.active == true' "$RESULTS_DIR/peer_introspect_after.json" >/dev/null \
+    || log "WARNING: after the load, the peer no longer reports the token active"
   stop_pid "$PEER_PID"
 }
 

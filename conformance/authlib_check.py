@@ -70,13 +70,21 @@ def main() -> None:
         expect(tok.get("scope") == SCOPE, f"scope {tok.get('scope')!r}, expected {SCOPE!r}")
         expect(isinstance(tok.get("expires_in"), int) and tok["expires_in"] > 0, f"expires_in {tok.get('expires_in')!r}")
         expect("refresh_token" not in tok, "client_credentials response carries a refresh_token")
+        cache = last["resp"].headers.get("cache-control", "")
+        expect("no-store" in cache.lower(), f"Cache-Control {cache!r}, RFC 6749 5.1 requires no-store")
         state["token"] = tok["access_token"]
 
     r.run("client_credentials.basic", client_credentials)
     token = state.get("token")
     if not token:
         r.skip_dependents(
-            ["introspect.active", "introspect.other_server_inactive", "revoke", "introspect.after_revoke"],
+            [
+                "introspect.active",
+                "introspect.other_server_inactive",
+                "introspect.server_client_secret_post",
+                "revoke",
+                "introspect.after_revoke",
+            ],
             "no token",
         )
     else:
@@ -102,6 +110,18 @@ def main() -> None:
             expect(body == {"active": False}, f"expected exactly {{'active': false}}, got {body}")
 
         r.run("introspect.other_server_inactive", introspect_other_server)
+
+        def introspect_client_secret_post() -> None:
+            post_server = client(
+                client_id=srv_a["client_id"],
+                client_secret=srv_a["client_secret"],
+                token_endpoint_auth_method="client_secret_post",
+            )
+            resp = post_server.introspect_token(introspect_url, token=token)
+            expect(resp.status_code == 200, f"HTTP {resp.status_code}: {resp.text[:200]}")
+            expect(resp.json().get("active") is True, f"active={resp.json().get('active')!r}")
+
+        r.run("introspect.server_client_secret_post", introspect_client_secret_post)
 
         def revoke() -> None:
             resp = agent_client.revoke_token(revoke_url, token=token, token_type_hint="access_token")

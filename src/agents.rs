@@ -99,7 +99,7 @@ pub struct Agent {
 }
 
 /// What an operator gives to register an agent.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgent {
     pub name: String,
@@ -124,6 +124,25 @@ pub struct NewAgent {
     pub jwks: Option<serde_json::Value>,
     #[serde(default)]
     pub jwks_uri: Option<String>,
+}
+
+impl Default for NewAgent {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            purpose: String::new(),
+            justification: String::new(),
+            owner: String::new(),
+            trust_level: default_trust(),
+            environment: String::new(),
+            allowed_resources: Vec::new(),
+            scope_ceiling: Vec::new(),
+            token_ttl_cap: None,
+            auth_method: default_method(),
+            jwks: None,
+            jwks_uri: None,
+        }
+    }
 }
 
 fn default_trust() -> String {

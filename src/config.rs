@@ -210,3 +210,16 @@ mod tests {
         assert!(err.to_string().contains("signing_alg"));
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// The documented example file parses and its values are the defaults.
+    #[test]
+    fn example_config_is_the_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("mandate.example.toml");
+        let cfg = Config::load(Some(&path), []).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+}

@@ -428,6 +428,11 @@ impl Admin<'_> {
         if lead_secs < 0 {
             return Err(AdminError::Invalid("lead time must not be negative".into()));
         }
+        if !matches!(alg, "ES256" | "EdDSA" | "RS256") {
+            return Err(AdminError::Invalid(
+                "alg must be ES256, EdDSA or RS256".into(),
+            ));
+        }
         let k = keys::generate(alg, kek)?;
         let tx = self.store.begin().await?;
         let model = signing_key::ActiveModel {

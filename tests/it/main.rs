@@ -1,0 +1,11 @@
+//! Integration tests: the real server on a free port, over HTTP. Each test runs on SQLite and,
+//! when `MANDATE_TEST_DATABASE_URL` is set, on a fresh PostgreSQL schema.
+mod harness;
+
+mod admin_api;
+mod client_auth;
+mod introspection;
+mod keys;
+mod ops;
+mod revocation;
+mod token;
