@@ -22,7 +22,7 @@ SCOPE = "tools:echo"
 
 def main() -> None:
     r = Reporter("authlib")
-    issuer = env("MANDATE_ISSUER")
+    issuer = env("CONF_ISSUER")
     token_url = f"{issuer}/token"
     introspect_url = f"{issuer}/introspect"
     revoke_url = f"{issuer}/revoke"

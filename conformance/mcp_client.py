@@ -8,7 +8,7 @@ agent's client_id/secret, client_secret_basic) follows the real discovery chain:
 `resource` + `scope` -> retry. Then: list tools, call `echo`. Also: a token Mandate
 issued for a different resource, and a revoked token, are refused by the MCP server.
 
-Environment: MANDATE_ISSUER, CONF_WORK (srv_a.json, srv_b.json, agt_basic.json).
+Environment: CONF_ISSUER, CONF_WORK (srv_a.json, srv_b.json, agt_basic.json).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def text_of(result) -> str:
 async def main() -> None:
     r = Reporter("mcp")
     port = int(sys.argv[1])
-    issuer = env("MANDATE_ISSUER")
+    issuer = env("CONF_ISSUER")
     srv_a = load_json("srv_a.json")
     srv_b = load_json("srv_b.json")
     agent = load_json("agt_basic.json")

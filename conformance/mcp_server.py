@@ -8,7 +8,7 @@ calls Mandate's /introspect with this server's own client credentials
 `AuthSettings` makes the SDK publish RFC 9728 protected resource metadata naming
 Mandate's issuer.
 
-Environment: MANDATE_ISSUER, CONF_WORK (holds srv_a.json from `mandate servers add`).
+Environment: CONF_ISSUER, CONF_WORK (holds srv_a.json from `mandate servers add`).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class MandateIntrospectionVerifier:
 
 
 def build(port: int) -> tuple[MCPServer, str]:
-    issuer = env("MANDATE_ISSUER")
+    issuer = env("CONF_ISSUER")
     srv = load_json("srv_a.json")
     resource = srv["resource"]
     expected = f"http://127.0.0.1:{port}/mcp"

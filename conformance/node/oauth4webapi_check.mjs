@@ -5,17 +5,17 @@
 // (and oauth4webapi's own RFC 9068 validateJwtAccessToken), private_key_jwt replay
 // and the assertion rules Mandate documents.
 //
-// Environment: MANDATE_ISSUER, CONF_WORK (dir holding srv_a.json, agt_basic.json,
+// Environment: CONF_ISSUER, CONF_WORK (dir holding srv_a.json, agt_basic.json,
 // agt_pkjwt.json, agent-private.jwk.json).
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import * as oauth from 'oauth4webapi'
 import * as jose from 'jose'
 
-const ISSUER = process.env.MANDATE_ISSUER
+const ISSUER = process.env.CONF_ISSUER
 const WORK = process.env.CONF_WORK
 if (!ISSUER || !WORK) {
-  console.error('MANDATE_ISSUER and CONF_WORK must be set')
+  console.error('CONF_ISSUER and CONF_WORK must be set')
   process.exit(2)
 }
 const readJson = (name) => JSON.parse(readFileSync(join(WORK, name), 'utf8'))

@@ -21,10 +21,10 @@ pub fn grant(
     permitted: &[String],
     server: &McpServer,
 ) -> Result<Vec<String>, OAuthError> {
-    if let Some(r) = requested {
-        if r.len() > 4096 || !r.split(' ').filter(|t| !t.is_empty()).all(well_formed) {
-            return Err(OAuthError::InvalidScope("scope is malformed".into()));
-        }
+    if let Some(r) = requested
+        && (r.len() > 4096 || !r.split(' ').filter(|t| !t.is_empty()).all(well_formed))
+    {
+        return Err(OAuthError::InvalidScope("scope is malformed".into()));
     }
     // The tools the ceiling reaches on this server.
     let mut allowed: BTreeSet<&str> = BTreeSet::new();

@@ -43,7 +43,7 @@ pub fn resolve_resource(
     let server = registry
         .server_by_resource(&canon)
         .ok_or_else(|| OAuthError::InvalidTarget("unknown resource".into()))?;
-    if !agent.allowed_resources.iter().any(|r| *r == canon) {
+    if !agent.allowed_resources.contains(&canon) {
         return Err(OAuthError::InvalidTarget(
             "this agent is not allowed to reach that resource".into(),
         ));
