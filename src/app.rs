@@ -34,6 +34,7 @@ pub struct App {
     pub revocations: Arc<dyn RevocationStore>,
     pub replay: Arc<dyn ReplayCache>,
     pub remote_jwks: RemoteJwks,
+    pub throttle: crate::oauth::throttle::FailureThrottle,
     registry: ArcSwap<Registry>,
     revocations_synced_at: AtomicI64,
 }
@@ -93,6 +94,7 @@ impl App {
             revocations: memory,
             replay: Arc::new(MemoryStore::default()),
             remote_jwks: RemoteJwks::default(),
+            throttle: Default::default(),
             registry: ArcSwap::from_pointee(registry),
             revocations_synced_at: AtomicI64::new(i64::MIN),
         });
@@ -178,6 +180,7 @@ impl App {
         let now = self.clock.now();
         self.revocations.prune(now).await;
         self.replay.prune(now).await;
+        self.throttle.prune(now);
     }
 
     /// Runs `tick` every refresh interval until the app is dropped elsewhere.

@@ -67,14 +67,17 @@ pub async fn start(
     let router = crate::http::router(AppState(app.clone()));
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = rx => {}
-                    () = shutdown => {}
-                }
-            })
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = rx => {}
+                () = shutdown => {}
+            }
+        })
+        .await
     });
     Ok(Running {
         addr,

@@ -35,6 +35,7 @@ pub fn document(app: &crate::app::App) -> Value {
     ];
     json!({
         "issuer": iss,
+        "authorization_endpoint": format!("{iss}/authorize"),
         "token_endpoint": app.token_endpoint,
         "jwks_uri": format!("{iss}/jwks.json"),
         "introspection_endpoint": format!("{iss}/introspect"),

@@ -37,6 +37,7 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
         Some("/token") => "token",
         Some("/introspect") => "introspect",
         Some("/revoke") => "revoke",
+        Some("/authorize") => "authorize",
         Some("/jwks.json") => "jwks",
         Some("/.well-known/oauth-authorization-server") => "as_metadata",
         Some("/.well-known/openid-configuration") => "openid_configuration",
@@ -106,6 +107,11 @@ impl IntoResponse for ErrorResponse {
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if let Some(secs) = e.retry_after()
+            && let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string())
+        {
+            h.insert(header::RETRY_AFTER, v);
+        }
         if let Some(challenge) = e.www_authenticate() {
             h.insert(
                 header::WWW_AUTHENTICATE,

@@ -4,22 +4,29 @@ use crate::app::AppState;
 use crate::metrics::{GrantLabels, IntrospectionLabels, RefusalLabels};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
+use std::net::SocketAddr;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/token", post(token))
         .route("/introspect", post(introspect))
         .route("/revoke", post(revoke))
+        .route("/authorize", get(authorize).post(authorize))
 }
 
-async fn token(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn token(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let body = form_body(&headers, body, app.config.max_body_bytes).await?;
-        app.token(authorization(&headers)?, &body).await
+        app.token(peer.ip(), authorization(&headers)?, &body).await
     }
     .await;
     match result {
@@ -42,10 +49,16 @@ async fn token(State(app): State<AppState>, headers: HeaderMap, body: Body) -> R
     }
 }
 
-async fn introspect(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn introspect(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let body = form_body(&headers, body, app.config.max_body_bytes).await?;
-        app.introspect(authorization(&headers)?, &body).await
+        app.introspect(peer.ip(), authorization(&headers)?, &body)
+            .await
     }
     .await;
     match result {
@@ -61,7 +74,12 @@ async fn introspect(State(app): State<AppState>, headers: HeaderMap, body: Body)
     }
 }
 
-async fn revoke(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn revoke(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let body = form_body(&headers, body, app.config.max_body_bytes).await?;
         let auth = authorization(&headers)?;
@@ -75,11 +93,18 @@ async fn revoke(State(app): State<AppState>, headers: HeaderMap, body: Body) -> 
                     .ok_or(crate::oauth::OAuthError::InvalidToken)
             })
             .transpose()?;
-        app.revoke(auth, admin.as_deref(), &body).await
+        app.revoke(peer.ip(), auth, admin.as_deref(), &body).await
     }
     .await;
     match result {
         Ok(()) => no_store_json(serde_json::json!({})),
         Err(e) => ErrorResponse(e).into_response(),
     }
+}
+
+/// The authorization endpoint is published because MCP clients require the metadata member
+/// (RFC 8414 §2 lets it be absent, but the MCP SDKs do not); until the code flow lands it
+/// supports no response type, and never redirects (RFC 6749 §4.1.2.1: no verified redirect URI).
+async fn authorize() -> Response {
+    ErrorResponse(crate::oauth::OAuthError::UnsupportedResponseType).into_response()
 }

@@ -45,6 +45,9 @@ pub struct AuthEnv<'a> {
     pub max_assertion_lifetime: i64,
     pub replay: &'a dyn ReplayCache,
     pub remote_jwks: &'a RemoteJwks,
+    pub throttle: &'a super::throttle::FailureThrottle,
+    /// The caller's address, for brute-force throttling.
+    pub peer: std::net::IpAddr,
 }
 
 fn form_decode(s: &str) -> Option<String> {
@@ -115,15 +118,43 @@ fn presented<'a>(
     ))
 }
 
-/// Authenticates the caller as an agent or an MCP server.
+/// Authenticates the caller as an agent or an MCP server. Repeated failures for one client id
+/// from one address are throttled.
 pub async fn authenticate(
     env: &AuthEnv<'_>,
     authorization: Option<&str>,
     p: &Params,
 ) -> Result<Client, OAuthError> {
     let (cred, header_used) = presented(authorization, p)?;
+    let claimed = match &cred {
+        Presented::Basic(id, _) => Some(id.clone()),
+        Presented::Post(id, _) => Some((*id).to_string()),
+        Presented::Jwt(a) => {
+            jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(a)
+                .ok()
+                .and_then(|c| c["sub"].as_str().map(String::from))
+        }
+    };
+    if let Some(id) = &claimed
+        && let Some(retry_after) = env.throttle.blocked(id, env.peer, env.now)
+    {
+        return Err(OAuthError::TooManyAttempts { retry_after });
+    }
+    let result = check(env, &cred, header_used, p).await;
+    if let (Err(OAuthError::InvalidClient { .. }), Some(id)) = (&result, &claimed) {
+        env.throttle.record_failure(id, env.peer, env.now);
+    }
+    result
+}
+
+async fn check(
+    env: &AuthEnv<'_>,
+    cred: &Presented<'_>,
+    header_used: bool,
+    p: &Params,
+) -> Result<Client, OAuthError> {
     let fail = |why: &'static str| OAuthError::invalid_client(header_used, why);
-    let (id, secret) = match &cred {
+    let (id, secret) = match cred {
         Presented::Jwt(assertion) => {
             return verify_assertion(env, assertion, p.get("client_id")).await;
         }

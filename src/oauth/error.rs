@@ -16,6 +16,8 @@ pub enum OAuthError {
     InvalidGrant(Text),
     UnauthorizedClient(Text),
     UnsupportedGrantType,
+    /// RFC 6749 §4.1.2.1.
+    UnsupportedResponseType,
     InvalidScope(Text),
     /// RFC 8707 §2.
     InvalidTarget(Text),
@@ -23,6 +25,10 @@ pub enum OAuthError {
     UnsupportedTokenType,
     /// Bad or missing admin bearer token on the admin API or `/revoke` (RFC 6750 §3.1).
     InvalidToken,
+    /// Too many failed client authentications (429, `Retry-After`).
+    TooManyAttempts {
+        retry_after: i64,
+    },
     /// The body is larger than allowed (413).
     PayloadTooLarge,
     /// A dependency is down; the client may retry (503).
@@ -35,10 +41,11 @@ impl OAuthError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) | Self::PayloadTooLarge => "invalid_request",
-            Self::InvalidClient { .. } => "invalid_client",
+            Self::InvalidClient { .. } | Self::TooManyAttempts { .. } => "invalid_client",
             Self::InvalidGrant(_) => "invalid_grant",
             Self::UnauthorizedClient(_) => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::UnsupportedResponseType => "unsupported_response_type",
             Self::InvalidScope(_) => "invalid_scope",
             Self::InvalidTarget(_) => "invalid_target",
             Self::UnsupportedTokenType => "unsupported_token_type",
@@ -52,6 +59,7 @@ impl OAuthError {
         match self {
             Self::InvalidClient { .. } | Self::InvalidToken => 401,
             Self::PayloadTooLarge => 413,
+            Self::TooManyAttempts { .. } => 429,
             Self::TemporarilyUnavailable(_) => 503,
             Self::ServerError(_) => 500,
             _ => 400,
@@ -69,9 +77,15 @@ impl OAuthError {
             | Self::TemporarilyUnavailable(d) => Some(d),
             Self::InvalidClient { .. } => Some("client authentication failed"),
             Self::UnsupportedGrantType => Some("grant_type is not supported"),
+            Self::UnsupportedResponseType => {
+                Some("this server supports no response_type at the authorization endpoint yet")
+            }
             Self::UnsupportedTokenType => Some("token_type_hint is not supported"),
             Self::InvalidToken => Some("a valid admin bearer token is required"),
             Self::PayloadTooLarge => Some("request body too large"),
+            Self::TooManyAttempts { .. } => {
+                Some("too many failed authentication attempts; try again later")
+            }
             Self::ServerError(_) => None,
         }
     }
@@ -91,6 +105,14 @@ impl OAuthError {
                 header_used: true, ..
             } => Some("Basic realm=\"mandate\""),
             Self::InvalidToken => Some("Bearer realm=\"mandate\", error=\"invalid_token\""),
+            _ => None,
+        }
+    }
+
+    /// Seconds for `Retry-After`, when due.
+    pub fn retry_after(&self) -> Option<i64> {
+        match self {
+            Self::TooManyAttempts { retry_after } => Some(*retry_after),
             _ => None,
         }
     }

@@ -5,6 +5,7 @@ mod error;
 pub mod grants;
 mod params;
 pub mod scopes;
+pub mod throttle;
 
 pub use error::OAuthError;
 pub use params::Params;
@@ -13,12 +14,13 @@ use crate::app::App;
 use crate::registry::Registry;
 use client_auth::{AuthEnv, Client};
 use serde_json::{Value, json};
+use std::net::IpAddr;
 
 /// Grant types `/token` accepts.
 pub const GRANT_TYPES: &[&str] = &["client_credentials"];
 
 impl App {
-    fn auth_env<'a>(&'a self, registry: &'a Registry, now: i64) -> AuthEnv<'a> {
+    fn auth_env<'a>(&'a self, registry: &'a Registry, now: i64, peer: IpAddr) -> AuthEnv<'a> {
         AuthEnv {
             registry,
             issuer: &self.issuer,
@@ -28,12 +30,15 @@ impl App {
             max_assertion_lifetime: self.config.assertion_max_lifetime_secs,
             replay: self.replay.as_ref(),
             remote_jwks: &self.remote_jwks,
+            throttle: &self.throttle,
+            peer,
         }
     }
 
     /// `POST /token`.
     pub async fn token(
         &self,
+        peer: IpAddr,
         authorization: Option<&str>,
         body: &[u8],
     ) -> Result<Value, OAuthError> {
@@ -45,7 +50,8 @@ impl App {
             return Err(OAuthError::UnsupportedGrantType);
         }
         let client =
-            client_auth::authenticate(&self.auth_env(&registry, now), authorization, &p).await?;
+            client_auth::authenticate(&self.auth_env(&registry, now, peer), authorization, &p)
+                .await?;
         let Client::Agent(agent) = client else {
             return Err(OAuthError::UnauthorizedClient(
                 "MCP server credentials cannot obtain tokens".into(),
@@ -78,6 +84,7 @@ impl App {
     /// active only for the server it was issued to.
     pub async fn introspect(
         &self,
+        peer: IpAddr,
         authorization: Option<&str>,
         body: &[u8],
     ) -> Result<Value, OAuthError> {
@@ -85,7 +92,8 @@ impl App {
         let now = self.clock.now();
         let registry = self.registry();
         let client =
-            client_auth::authenticate(&self.auth_env(&registry, now), authorization, &p).await?;
+            client_auth::authenticate(&self.auth_env(&registry, now, peer), authorization, &p)
+                .await?;
         let Client::Server(server) = client else {
             return Err(OAuthError::invalid_client(
                 authorization.is_some(),
@@ -140,6 +148,7 @@ impl App {
     /// `POST /revoke` (RFC 7009) by the agent holding the token, or by an admin (`admin_id`).
     pub async fn revoke(
         &self,
+        peer: IpAddr,
         authorization: Option<&str>,
         admin_id: Option<&str>,
         body: &[u8],
@@ -150,8 +159,12 @@ impl App {
         let caller = match admin_id {
             Some(_) => None,
             None => {
-                match client_auth::authenticate(&self.auth_env(&registry, now), authorization, &p)
-                    .await?
+                match client_auth::authenticate(
+                    &self.auth_env(&registry, now, peer),
+                    authorization,
+                    &p,
+                )
+                .await?
                 {
                     Client::Agent(a) => Some(a),
                     Client::Server(_) => {

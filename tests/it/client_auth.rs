@@ -179,6 +179,29 @@ async fn secret_methods(h: H) -> H {
 }
 both!(secret_methods);
 
+async fn brute_force_is_throttled(h: H) -> H {
+    h.server(RES, "prod", &["ping:read:public"]).await;
+    let (id, secret) = h
+        .simple_agent("prod", &[RES], "tools:read", "client_secret_basic")
+        .await;
+    for _ in 0..10 {
+        assert_eq!(h.token(&id, "mnd_cs_guess", &[]).await.status, 401);
+    }
+    // Now even the right secret is refused from this address until the window ends.
+    let r = h.token(&id, &secret, &[]).await;
+    assert_eq!((r.status, r.error()), (429, "invalid_client"));
+    assert!(r.header("retry-after").is_some());
+    // Other clients are unaffected.
+    let (other, other_secret) = h
+        .simple_agent("prod", &[RES], "tools:read", "client_secret_basic")
+        .await;
+    assert_eq!(h.token(&other, &other_secret, &[]).await.status, 200);
+    h.clock.advance(61);
+    assert_eq!(h.token(&id, &secret, &[]).await.status, 200);
+    h
+}
+both!(brute_force_is_throttled);
+
 async fn private_key_jwt(h: H) -> H {
     h.server(RES, "prod", &["ping:read:public"]).await;
     let key = agent_key("k1");

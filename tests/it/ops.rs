@@ -46,14 +46,27 @@ async fn metadata_lists_what_is_implemented(h: H) -> H {
         );
         let scopes = v["scopes_supported"].as_array().unwrap();
         assert!(scopes.iter().any(|s| s == "tools:search"));
-        assert!(
-            v.get("authorization_endpoint").is_none(),
-            "not implemented, not listed"
-        );
+        assert_eq!(v["response_types_supported"], serde_json::json!([]));
+        assert_eq!(v["authorization_endpoint"], format!("{}/authorize", h.base));
     }
     h
 }
 both!(metadata_lists_what_is_implemented);
+
+async fn authorize_supports_no_response_type_yet(h: H) -> H {
+    let r = h
+        .http
+        .get(h.url("/authorize?response_type=code&client_id=x&redirect_uri=https://evil.test/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none(), "never redirects");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unsupported_response_type");
+    h
+}
+both!(authorize_supports_no_response_type_yet);
 
 async fn health_readiness_and_metrics(h: H) -> H {
     let (a, s) = (h.url("/healthz"), h.url("/readyz"));

@@ -313,17 +313,22 @@ async fn malformed_requests_get_rfc_errors(h: H) -> H {
         .unwrap();
     let r = crate::harness::Resp::from(resp).await;
     assert_eq!((r.status, r.error()), (413, "invalid_request"));
+    // Chunked, with no Content-Length: the server stops reading at the limit and answers 413;
+    // the client may see that answer or, still uploading, a reset connection. Never a 200 or
+    // a hang, and the server goes on serving.
     let stream = futures_stream(big.into_bytes());
-    let resp = h
+    let sent = h
         .http
         .post(h.url("/token"))
         .basic_auth(&id, Some(&secret))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(reqwest::Body::wrap_stream(stream))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 413);
+        .await;
+    if let Ok(resp) = sent {
+        assert_eq!(resp.status().as_u16(), 413);
+    }
+    assert_eq!(h.token(&id, &secret, &[]).await.status, 200);
     // Not valid form encoding at all: still a clean answer.
     let resp = h
         .http
