@@ -34,6 +34,8 @@ pub struct App {
     pub revocations: Arc<dyn RevocationStore>,
     pub replay: Arc<dyn ReplayCache>,
     pub remote_jwks: RemoteJwks,
+    /// Tokens whose signatures this node has checked.
+    pub verified: crate::tokens::VerifiedCache,
     pub throttle: crate::oauth::throttle::FailureThrottle,
     registry: ArcSwap<Registry>,
     revocations_synced_at: AtomicI64,
@@ -94,6 +96,7 @@ impl App {
             revocations: memory,
             replay: Arc::new(MemoryStore::default()),
             remote_jwks: RemoteJwks::default(),
+            verified: Default::default(),
             throttle: Default::default(),
             registry: ArcSwap::from_pointee(registry),
             revocations_synced_at: AtomicI64::new(i64::MIN),

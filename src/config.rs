@@ -40,6 +40,9 @@ pub struct Config {
     pub log_level: String,
     /// Seconds a request may take before it is answered 503 (`MANDATE_REQUEST_TIMEOUT_SECS`).
     pub request_timeout_secs: u64,
+    /// HTTP worker threads, each with its own runtime and listener; default: one per CPU
+    /// (`MANDATE_HTTP_WORKERS`).
+    pub http_workers: Option<usize>,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             log_format: "text".into(),
             log_level: "info".into(),
             request_timeout_secs: 30,
+            http_workers: None,
         }
     }
 }
@@ -120,7 +124,15 @@ impl Config {
             .map(|t| t.keys().cloned().collect::<Vec<_>>())
             .unwrap_or_default()
             .into_iter()
-            .chain(["issuer", "database_url", "key_encryption_key"].map(String::from))
+            .chain(
+                [
+                    "issuer",
+                    "database_url",
+                    "key_encryption_key",
+                    "http_workers",
+                ]
+                .map(String::from),
+            )
             .collect()
     }
 

@@ -27,18 +27,12 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// A random identifier with a prefix, e.g. `agt_3f0c...` (96 bits, hex).
 pub fn random_id(prefix: &str) -> String {
-    let bytes: [u8; 12] = random_bytes();
-    let mut s = String::with_capacity(prefix.len() + 24);
-    s.push_str(prefix);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    format!("{prefix}{}", hex(&random_bytes::<12>()))
 }
 
 fn checksum(body: &str) -> String {
     let d = digest(&SHA256, body.as_bytes());
-    d.as_ref()[..3].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&d.as_ref()[..3])
 }
 
 /// A new secret: `prefix` + base64url(32 random bytes) + 6 hex checksum characters.
@@ -68,9 +62,15 @@ pub fn hash(secret: &str) -> [u8; 32] {
     out
 }
 
-/// Hex form of a hash, as kept in the database.
+/// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
 }
 
 /// Parses a 64-character hex SHA-256.

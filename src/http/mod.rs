@@ -123,7 +123,7 @@ impl IntoResponse for ErrorResponse {
 }
 
 /// A JSON answer that must not be cached (tokens, introspection).
-pub fn no_store_json(value: serde_json::Value) -> Response {
+pub fn no_store_json(value: impl serde::Serialize) -> Response {
     let mut resp = axum::Json(value).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -16,6 +16,15 @@ use client_auth::{AuthEnv, Client};
 use serde_json::{Value, json};
 use std::net::IpAddr;
 
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, serde::Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub scope: String,
+}
+
 /// Grant types `/token` accepts.
 pub const GRANT_TYPES: &[&str] = &["client_credentials"];
 
@@ -41,7 +50,7 @@ impl App {
         peer: IpAddr,
         authorization: Option<&str>,
         body: &[u8],
-    ) -> Result<Value, OAuthError> {
+    ) -> Result<TokenResponse, OAuthError> {
         let p = Params::parse(body)?;
         let now = self.clock.now();
         let registry = self.registry();
@@ -72,12 +81,12 @@ impl App {
         let token = key
             .sign_jwt(&claims)
             .ok_or_else(|| OAuthError::ServerError("signing failed".into()))?;
-        Ok(json!({
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": claims.exp - now,
-            "scope": claims.scope,
-        }))
+        Ok(TokenResponse {
+            access_token: token,
+            token_type: "Bearer",
+            expires_in: claims.exp - now,
+            scope: claims.scope,
+        })
     }
 
     /// `POST /introspect` (RFC 7662): only registered MCP servers may ask, and a token is
@@ -102,7 +111,7 @@ impl App {
         };
         let token = p.require("token")?;
         let inactive = json!({ "active": false });
-        let Ok(c) = crate::tokens::verify(
+        let Ok(c) = self.verified.verify(
             token,
             &registry.keys,
             &self.issuer,
@@ -124,6 +133,7 @@ impl App {
             Ok(false) => {}
             Ok(true) => return Ok(inactive),
             Err(_) => {
+                self.metrics.revocation_store_failures.inc();
                 tracing::warn!("revocation store unavailable: answering inactive");
                 return Ok(inactive);
             }

@@ -3,6 +3,8 @@ pub mod keys;
 
 use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// RFC 9068 §2.2 claims, plus `env` (the agent's environment).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -38,6 +40,88 @@ pub enum TokenError {
     NotYetValid,
 }
 
+/// A memo of tokens whose signature this node has already checked, keyed by the SHA-256 of the
+/// whole token: introspection of the same token (the common case: a server checks each call)
+/// skips the signature. Times, key retirement and revocation are still checked on every hit.
+pub struct VerifiedCache {
+    shards: Vec<Mutex<HashMap<[u8; 32], (Arc<AccessClaims>, Arc<str>)>>>,
+    per_shard: usize,
+}
+
+impl Default for VerifiedCache {
+    fn default() -> Self {
+        Self::new(100_000)
+    }
+}
+
+impl VerifiedCache {
+    pub fn new(capacity: usize) -> Self {
+        let n = 16;
+        Self {
+            shards: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: (capacity / n).max(1),
+        }
+    }
+
+    fn shard(
+        &self,
+        key: &[u8; 32],
+    ) -> Option<&Mutex<HashMap<[u8; 32], (Arc<AccessClaims>, Arc<str>)>>> {
+        self.shards.get(usize::from(key[0]) % self.shards.len())
+    }
+
+    /// Verifies `token` as [`verify`] does, using and filling the memo.
+    pub fn verify(
+        &self,
+        token: &str,
+        keys: &keys::KeySet,
+        issuer: &str,
+        now: i64,
+        max_ttl: i64,
+    ) -> Result<Arc<AccessClaims>, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let key = crate::secrets::hash(token);
+        let hit = self
+            .shard(&key)
+            .and_then(|m| m.lock().ok()?.get(&key).cloned());
+        if let Some((claims, kid)) = hit {
+            if keys.verifying(&kid, now, max_ttl).is_none() {
+                return Err(TokenError::UnknownKey);
+            }
+            check_times(&claims, now)?;
+            return Ok(claims);
+        }
+        let (claims, kid) = verify_signed(token, keys, issuer, now, max_ttl)?;
+        let claims = Arc::new(claims);
+        if let Some(m) = self.shard(&key)
+            && let Ok(mut m) = m.lock()
+        {
+            if m.len() >= self.per_shard {
+                m.retain(|_, (c, _)| c.exp > now);
+                if m.len() >= self.per_shard {
+                    m.clear();
+                }
+            }
+            m.insert(key, (claims.clone(), kid.into()));
+        }
+        Ok(claims)
+    }
+}
+
+const MAX_TOKEN_LEN: usize = 8192;
+
+fn check_times(c: &AccessClaims, now: i64) -> Result<(), TokenError> {
+    if c.exp <= now {
+        return Err(TokenError::Expired);
+    }
+    if c.nbf > now + 60 {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
+}
+
 /// Verifies one of our access tokens: header `typ` and `kid`, the key's own algorithm (never
 /// the header's choice), signature, issuer and times.
 pub fn verify(
@@ -47,7 +131,17 @@ pub fn verify(
     now: i64,
     max_ttl: i64,
 ) -> Result<AccessClaims, TokenError> {
-    if token.len() > 8192 {
+    verify_signed(token, keys, issuer, now, max_ttl).map(|(c, _)| c)
+}
+
+fn verify_signed(
+    token: &str,
+    keys: &keys::KeySet,
+    issuer: &str,
+    now: i64,
+    max_ttl: i64,
+) -> Result<(AccessClaims, String), TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
@@ -79,11 +173,6 @@ pub fn verify(
     if c.iss != issuer {
         return Err(TokenError::Issuer);
     }
-    if c.exp <= now {
-        return Err(TokenError::Expired);
-    }
-    if c.nbf > now + 60 {
-        return Err(TokenError::NotYetValid);
-    }
-    Ok(c)
+    check_times(&c, now)?;
+    Ok((c, kid.to_string()))
 }

@@ -84,7 +84,7 @@ pub fn decide(
         iat: now,
         nbf: now,
         exp: now + ttl,
-        jti: uuid::Uuid::new_v4().to_string(),
+        jti: crate::secrets::hex(&crate::secrets::random_bytes::<16>()),
         env: Some(agent.environment.clone()),
     })
 }
