@@ -43,8 +43,11 @@ pub enum TokenError {
 /// A memo of tokens whose signature this node has already checked, keyed by the SHA-256 of the
 /// whole token: introspection of the same token (the common case: a server checks each call)
 /// skips the signature. Times, key retirement and revocation are still checked on every hit.
+/// One shard: token hash -> (claims, kid of the key that signed it).
+type Shard = Mutex<HashMap<[u8; 32], (Arc<AccessClaims>, Arc<str>)>>;
+
 pub struct VerifiedCache {
-    shards: Vec<Mutex<HashMap<[u8; 32], (Arc<AccessClaims>, Arc<str>)>>>,
+    shards: Vec<Shard>,
     per_shard: usize,
 }
 
@@ -63,10 +66,7 @@ impl VerifiedCache {
         }
     }
 
-    fn shard(
-        &self,
-        key: &[u8; 32],
-    ) -> Option<&Mutex<HashMap<[u8; 32], (Arc<AccessClaims>, Arc<str>)>>> {
+    fn shard(&self, key: &[u8; 32]) -> Option<&Shard> {
         self.shards.get(usize::from(key[0]) % self.shards.len())
     }
 
