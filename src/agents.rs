@@ -96,6 +96,10 @@ pub struct Agent {
     pub jwks_uri: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Absolute session lifetime, seconds (deployment default when absent).
+    pub session_lifetime_secs: Option<i64>,
+    /// Session idle timeout, seconds (deployment default when absent).
+    pub session_idle_secs: Option<i64>,
 }
 
 /// What an operator gives to register an agent.
@@ -124,6 +128,10 @@ pub struct NewAgent {
     pub jwks: Option<serde_json::Value>,
     #[serde(default)]
     pub jwks_uri: Option<String>,
+    #[serde(default)]
+    pub session_lifetime_secs: Option<i64>,
+    #[serde(default)]
+    pub session_idle_secs: Option<i64>,
 }
 
 impl Default for NewAgent {
@@ -141,6 +149,8 @@ impl Default for NewAgent {
             auth_method: default_method(),
             jwks: None,
             jwks_uri: None,
+            session_lifetime_secs: None,
+            session_idle_secs: None,
         }
     }
 }
@@ -166,6 +176,8 @@ pub struct AgentPatch {
     pub token_ttl_cap: Option<Option<i64>>,
     pub jwks: Option<Option<serde_json::Value>>,
     pub jwks_uri: Option<Option<String>>,
+    pub session_lifetime_secs: Option<Option<i64>>,
+    pub session_idle_secs: Option<Option<i64>>,
 }
 
 /// A scope this server understands: `tools:<name>` or `tools:<class>`.

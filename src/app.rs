@@ -6,7 +6,9 @@ use crate::metrics::Metrics;
 use crate::oauth::client_auth::RemoteJwks;
 use crate::registry::Registry;
 use crate::registry::admin::{Admin, AdminError};
-use crate::sessions::{MemoryStore, ReplayCache, RevocationStore, Unavailable};
+use crate::sessions::manager::SessionCache;
+use crate::sessions::redis::RedisBackend;
+use crate::sessions::{Backend, MemoryBackend, Replica};
 use crate::store::{Store, StoreError};
 use crate::tokens::keys::{Kek, KeyError};
 use arc_swap::ArcSwap;
@@ -21,6 +23,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error("redis: {0}")]
+    Redis(String),
 }
 
 pub struct App {
@@ -31,8 +35,12 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub kek: Kek,
     pub metrics: Metrics,
-    pub revocations: Arc<dyn RevocationStore>,
-    pub replay: Arc<dyn ReplayCache>,
+    /// This node's copy of every live revocation (the hot path reads only this).
+    pub replica: Replica,
+    /// Sessions, replay caches and cross-node events: Redis, or in-process.
+    pub backend: Arc<dyn Backend>,
+    pub redis: Option<Arc<RedisBackend>>,
+    pub sessions: SessionCache,
     pub remote_jwks: RemoteJwks,
     /// Tokens whose signatures this node has checked.
     pub verified: crate::tokens::VerifiedCache,
@@ -84,7 +92,18 @@ impl App {
         .ensure_key(&config.signing_alg, &kek)
         .await?;
         let registry = Registry::from_rows(store.load_registry().await?, &kek);
-        let memory = Arc::new(MemoryStore::default());
+        let redis = match &config.redis_url {
+            Some(url) => Some(Arc::new(
+                RedisBackend::connect(url, &config.redis_prefix)
+                    .await
+                    .map_err(StartError::Redis)?,
+            )),
+            None => None,
+        };
+        let backend: Arc<dyn Backend> = match &redis {
+            Some(r) => r.clone(),
+            None => Arc::new(MemoryBackend::default()),
+        };
         let app = Arc::new(Self {
             token_endpoint: format!("{issuer}/token"),
             issuer,
@@ -93,8 +112,10 @@ impl App {
             clock,
             kek,
             metrics: Metrics::default(),
-            revocations: memory,
-            replay: Arc::new(MemoryStore::default()),
+            replica: Replica::default(),
+            backend,
+            redis,
+            sessions: SessionCache::default(),
             remote_jwks: RemoteJwks::default(),
             verified: Default::default(),
             throttle: Default::default(),
@@ -133,43 +154,19 @@ impl App {
     }
 
     /// Copies revocations made elsewhere (other nodes, the CLI, before a restart) into the
-    /// local store. Each pass re-reads a short overlap, so a row committed late or stamped by a
-    /// node with a slightly different clock is not missed; re-adding one is harmless.
+    /// replica. Each pass re-reads a short overlap, so a row committed late or stamped by a
+    /// node with a slightly different clock is not missed; re-applying one is harmless. With
+    /// Redis this is the safety net under pub/sub; without it, how nodes learn of revocations.
     pub async fn sync_revocations(&self) -> Result<(), StoreError> {
         let since = self.revocations_synced_at.load(Ordering::SeqCst);
         let now = self.clock.now();
         for r in self.store.revocations_created_since(since, now).await? {
-            if r.kind == "jti"
-                && self
-                    .revocations
-                    .revoke_jti(&r.value, r.expires_at)
-                    .await
-                    .is_err()
-            {
-                self.metrics.revocation_store_failures.inc();
-                return Ok(()); // retried on the next tick from the same point
+            if let Some(r) = crate::store::revocation_from_row(r) {
+                self.replica.apply(&r);
             }
         }
         self.revocations_synced_at.store(now - 10, Ordering::SeqCst);
         Ok(())
-    }
-
-    /// Revokes one token id: durably in the database, then in the revocation store.
-    pub async fn revoke_jti(
-        &self,
-        jti: &str,
-        client_id: Option<&str>,
-        expires_at: i64,
-    ) -> Result<(), Unavailable> {
-        let now = self.clock.now();
-        self.store
-            .insert_revocation("jti", jti, client_id, expires_at, now)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot persist revocation");
-                Unavailable
-            })?;
-        self.revocations.revoke_jti(jti, expires_at).await
     }
 
     /// One tick of background upkeep: pick up changes, forget what has expired.
@@ -181,16 +178,23 @@ impl App {
             tracing::warn!(error = %e, "revocation sync failed");
         }
         let now = self.clock.now();
-        self.revocations.prune(now).await;
-        self.replay.prune(now).await;
+        self.replica.prune(now);
+        self.backend.prune(now);
         self.throttle.prune(now);
+        self.flush_sessions(now).await;
     }
 
-    /// Runs `tick` every refresh interval until the app is dropped elsewhere.
-    pub fn spawn_upkeep(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Runs `tick` every refresh interval until the app is dropped elsewhere, and, with Redis,
+    /// the events listener and the health pinger.
+    pub fn spawn_upkeep(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        if let Some(redis) = &self.redis {
+            tasks.push(self.spawn_redis_listener(redis.clone()));
+            tasks.push(self.spawn_redis_pinger(redis.clone()));
+        }
         let weak = Arc::downgrade(self);
         let every = std::time::Duration::from_millis(self.config.refresh_interval_ms.max(50));
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut interval = tokio::time::interval(every);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut pruned_at = 0i64;
@@ -206,6 +210,7 @@ impl App {
                     }
                 }
             }
-        })
+        }));
+        tasks
     }
 }

@@ -40,6 +40,17 @@ pub struct Config {
     pub log_level: String,
     /// Seconds a request may take before it is answered 503 (`MANDATE_REQUEST_TIMEOUT_SECS`).
     pub request_timeout_secs: u64,
+    /// Redis for sessions, revocation, replay caches and cross-node events; without it the
+    /// embedded in-process store is used (`MANDATE_REDIS_URL`).
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so deployments can share a Redis
+    /// (`MANDATE_REDIS_PREFIX`).
+    pub redis_prefix: String,
+    /// Default absolute lifetime of an agent session, seconds (`MANDATE_SESSION_LIFETIME_SECS`).
+    pub session_lifetime_secs: i64,
+    /// Default idle timeout of an agent session (no token issued), seconds; never shorter than
+    /// the token lifetime (`MANDATE_SESSION_IDLE_SECS`).
+    pub session_idle_secs: i64,
     /// HTTP worker threads, each with its own runtime and listener; default: one per CPU
     /// (`MANDATE_HTTP_WORKERS`).
     pub http_workers: Option<usize>,
@@ -64,6 +75,10 @@ impl Default for Config {
             log_level: "info".into(),
             request_timeout_secs: 30,
             http_workers: None,
+            redis_url: None,
+            redis_prefix: "mandate:".into(),
+            session_lifetime_secs: 86_400,
+            session_idle_secs: 3_600,
         }
     }
 }

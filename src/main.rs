@@ -56,13 +56,39 @@ enum Command {
     Servers(ServersCmd),
     /// AI agents (OAuth clients).
     #[command(subcommand)]
-    Agents(AgentsCmd),
+    Agents(Box<AgentsCmd>),
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
     /// Admin API access.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// Agent sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCmd),
+    /// Revoke by token id, session, agent, human or environment.
+    Revoke {
+        /// jti, session, agent, human or env.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        value: String,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCmd {
+    /// Live sessions: agent, started, last seen, tokens issued.
+    List {
+        #[arg(long)]
+        agent: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// End a session: every token in it becomes inactive.
+    Revoke { sid: String },
 }
 
 #[derive(Args)]
@@ -151,6 +177,12 @@ enum AgentsCmd {
         /// JWKS URL (private_key_jwt).
         #[arg(long)]
         jwks_uri: Option<String>,
+        /// Absolute session lifetime, seconds (default from configuration).
+        #[arg(long)]
+        session_lifetime: Option<i64>,
+        /// Session idle timeout, seconds (default from configuration).
+        #[arg(long)]
+        session_idle: Option<i64>,
         #[command(flatten)]
         out: Output,
     },
@@ -175,8 +207,17 @@ enum AgentsCmd {
         #[command(flatten)]
         out: Output,
     },
-    /// Refuse the agent new tokens and make its tokens inactive.
+    /// Refuse the agent new tokens and make its tokens inactive (undone by activate).
     Suspend {
+        id: String,
+    },
+    /// The kill switch: suspend, revoke every token the agent holds, end its sessions, and
+    /// tell every node.
+    Kill {
+        id: String,
+    },
+    /// Lift a kill's suspension (the revocations stay).
+    Revive {
         id: String,
     },
     Activate {
@@ -291,7 +332,23 @@ async fn run(cli: Cli, cfg: Config) -> Result<()> {
             Ok(())
         }
         Command::Servers(c) => servers(c, &cfg, clock.now()).await,
-        Command::Agents(c) => agents(c, &cfg, clock.now()).await,
+        Command::Sessions(c) => sessions(c, cfg).await,
+        Command::Revoke { kind, value, out } => {
+            let app = server_side(cfg).await?;
+            let kind = mandate::sessions::Kind::parse(&kind)
+                .context("kind must be jti, session, agent, human or env")?;
+            if kind == mandate::sessions::Kind::Agent {
+                app.kill_agent(&value).await?;
+                return print(
+                    &out,
+                    &serde_json::json!({"kind": "agent", "value": value}),
+                    || format!("agent {value} killed"),
+                );
+            }
+            let r = app.revoke_kind(kind, &value, None, None).await?;
+            print(&out, &r, || format!("{} {} revoked", kind.as_str(), value))
+        }
+        Command::Agents(c) => agents(*c, &cfg, clock.now()).await,
         Command::Keys(c) => keys(c, &cfg, clock.now()).await,
         Command::Admin(AdminCmd::Token { name, out }) => {
             let store = open_store(&cfg, None).await?;
@@ -424,6 +481,8 @@ async fn agents(c: AgentsCmd, cfg: &Config, now: i64) -> Result<()> {
             auth_method,
             jwks,
             jwks_uri,
+            session_lifetime,
+            session_idle,
             out,
         } => {
             let jwks = match jwks {
@@ -445,6 +504,8 @@ async fn agents(c: AgentsCmd, cfg: &Config, now: i64) -> Result<()> {
                 auth_method,
                 jwks,
                 jwks_uri,
+                session_lifetime_secs: session_lifetime,
+                session_idle_secs: session_idle,
             };
             let created = admin.create_agent(&n).await?;
             print(&out, &created, || {
@@ -513,6 +574,21 @@ async fn agents(c: AgentsCmd, cfg: &Config, now: i64) -> Result<()> {
             println!("agent {id} active");
             Ok(())
         }
+        AgentsCmd::Kill { id } => {
+            let app = server_side(cfg.clone()).await?;
+            app.kill_agent(&id).await?;
+            println!("agent {id} killed: suspended, every token it held revoked, sessions ended");
+            Ok(())
+        }
+        AgentsCmd::Revive { id } => {
+            let app = server_side(cfg.clone()).await?;
+            app.admin()
+                .set_agent_status(&id, AgentStatus::Active)
+                .await?;
+            app.after_registry_change().await;
+            println!("agent {id} active again (tokens revoked by the kill stay revoked)");
+            Ok(())
+        }
         AgentsCmd::Remove { id } => {
             admin.delete_agent(&id).await?;
             println!("agent {id} removed");
@@ -559,6 +635,47 @@ async fn keys(c: KeysCmd, cfg: &Config, now: i64) -> Result<()> {
                     m.kid, m.alg, m.activates_at
                 )
             })
+        }
+    }
+}
+
+/// The server's own machinery, without serving: for commands that must reach every node
+/// (kill, revoke) through Redis when it is configured.
+async fn server_side(cfg: Config) -> Result<Arc<mandate::app::App>> {
+    let issuer = cfg.issuer_for(cfg.listen);
+    Ok(mandate::app::App::start(cfg, issuer, Arc::new(SystemClock), None).await?)
+}
+
+async fn sessions(c: SessionsCmd, cfg: Config) -> Result<()> {
+    let app = server_side(cfg).await?;
+    match c {
+        SessionsCmd::List { agent, out } => {
+            let list = app.list_sessions(agent.as_deref()).await?;
+            print(&out, &list, || {
+                list.iter()
+                    .map(|s| {
+                        format!(
+                            "{}  agent={}  started={}  last_seen={}  tokens={}  expires={}",
+                            s.sid,
+                            s.agent_id,
+                            s.started_at,
+                            s.last_seen,
+                            s.tokens_issued,
+                            s.expires_at
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        SessionsCmd::Revoke { sid } => {
+            if app.store.find_session(&sid).await?.is_none() {
+                bail!("no session {sid}");
+            }
+            app.revoke_kind(mandate::sessions::Kind::Session, &sid, None, None)
+                .await?;
+            println!("session {sid} revoked");
+            Ok(())
         }
     }
 }

@@ -19,7 +19,7 @@ pub struct Running {
     pub app: Arc<App>,
     stop_tx: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
-    upkeep: JoinHandle<()>,
+    upkeep: Vec<JoinHandle<()>>,
     external: JoinHandle<()>,
 }
 
@@ -50,7 +50,9 @@ impl Running {
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        self.upkeep.abort();
+        for t in &self.upkeep {
+            t.abort();
+        }
         self.external.abort();
         result
     }

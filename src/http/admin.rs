@@ -6,6 +6,7 @@ use crate::oauth::OAuthError;
 use crate::registry::admin::AdminError;
 use crate::registry::{agent_from_model, server_from_model};
 use crate::resources::ServerManifest;
+use crate::sessions::Kind;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -32,6 +33,11 @@ pub fn routes(max_body: usize) -> Router<AppState> {
         .route("/agents/{id}/rotate-secret", post(rotate_secret))
         .route("/agents/{id}/suspend", post(suspend_agent))
         .route("/agents/{id}/activate", post(activate_agent))
+        .route("/agents/{id}/kill", post(kill_agent))
+        .route("/agents/{id}/revive", post(activate_agent))
+        .route("/revocations", post(revoke))
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{sid}", axum::routing::delete(revoke_session))
         .route("/keys", get(list_keys))
         .route("/keys/rotate", post(rotate_key))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
@@ -84,6 +90,7 @@ impl IntoResponse for AdminResponseError {
             AdminError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            AdminError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
             AdminError::Store(_) | AdminError::Key(_) => {
                 tracing::error!(error = %self.0, "admin request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
@@ -104,9 +111,7 @@ impl IntoResponse for AdminResponseError {
 type AdminResult = Result<Response, AdminResponseError>;
 
 async fn after_change(app: &AppState) {
-    if let Err(e) = app.refresh_registry(true).await {
-        tracing::warn!(error = %e, "registry reload after change failed");
-    }
+    app.after_registry_change().await;
 }
 
 async fn list_servers(_: AdminCaller, State(app): State<AppState>) -> AdminResult {
@@ -303,4 +308,103 @@ async fn rotate_key(
     let m = app.admin().add_key(&alg, lead, &app.kek).await?;
     after_change(&app).await;
     Ok(Json(json!({"kid": m.kid, "alg": m.alg, "activates_at": m.activates_at})).into_response())
+}
+
+/// The kill switch.
+async fn kill_agent(
+    _: AdminCaller,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> AdminResult {
+    let agent = app.kill_agent(&id).await?;
+    Ok(Json(agent).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    kind: String,
+    value: String,
+}
+
+/// Checks a revocation request names something real (or well-formed, for humans and jtis).
+async fn check_revocation(app: &AppState, kind: Kind, value: &str) -> Result<(), AdminError> {
+    let exists = match kind {
+        Kind::Agent => app.store.find_agent(value).await?.is_some(),
+        Kind::Session => {
+            if !value.starts_with("ses_") || value.len() > 64 {
+                return Err(AdminError::Invalid(format!(
+                    "malformed session id {value:?}"
+                )));
+            }
+            app.store.find_session(value).await?.is_some()
+        }
+        Kind::Env => {
+            if !crate::resources::valid_name(value) {
+                return Err(AdminError::Invalid(format!(
+                    "malformed environment {value:?}"
+                )));
+            }
+            true
+        }
+        Kind::Jti | Kind::Human => {
+            if value.is_empty() || value.len() > 256 {
+                return Err(AdminError::Invalid("value must be 1-256 characters".into()));
+            }
+            true
+        }
+    };
+    if exists {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!("{} {value}", kind.as_str())))
+    }
+}
+
+async fn revoke(
+    _: AdminCaller,
+    State(app): State<AppState>,
+    body: Result<Json<RevokeBody>, JsonRejection>,
+) -> AdminResult {
+    let Json(b) = body?;
+    let kind = Kind::parse(&b.kind).ok_or_else(|| {
+        AdminError::Invalid("kind must be jti, session, agent, human or env".into())
+    })?;
+    check_revocation(&app, kind, &b.value).await?;
+    if kind == Kind::Agent {
+        let agent = app.kill_agent(&b.value).await?;
+        return Ok((
+            StatusCode::CREATED,
+            Json(json!({"kind": "agent", "value": agent.id})),
+        )
+            .into_response());
+    }
+    let r = app.revoke_kind(kind, &b.value, None, None).await?;
+    Ok((StatusCode::CREATED, Json(r)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionFilter {
+    agent: Option<String>,
+}
+
+async fn list_sessions(
+    _: AdminCaller,
+    State(app): State<AppState>,
+    q: Result<axum::extract::Query<SessionFilter>, axum::extract::rejection::QueryRejection>,
+) -> AdminResult {
+    let axum::extract::Query(f) = q.map_err(|e| AdminError::Invalid(e.body_text()))?;
+    let sessions = app.list_sessions(f.agent.as_deref()).await?;
+    Ok(Json(json!({ "sessions": sessions })).into_response())
+}
+
+async fn revoke_session(
+    _: AdminCaller,
+    State(app): State<AppState>,
+    Path(sid): Path<String>,
+) -> AdminResult {
+    check_revocation(&app, Kind::Session, &sid).await?;
+    let r = app.revoke_kind(Kind::Session, &sid, None, None).await?;
+    Ok(Json(r).into_response())
 }

@@ -37,7 +37,7 @@ impl App {
             now,
             skew: self.config.clock_skew_secs,
             max_assertion_lifetime: self.config.assertion_max_lifetime_secs,
-            replay: self.replay.as_ref(),
+            replay: self.backend.as_ref(),
             remote_jwks: &self.remote_jwks,
             throttle: &self.throttle,
             peer,
@@ -66,7 +66,22 @@ impl App {
                 "MCP server credentials cannot obtain tokens".into(),
             ));
         };
-        let claims = grants::client_credentials::decide(
+        if !self.backend.healthy() {
+            // Never issue a token nobody could revoke.
+            return Err(OAuthError::TemporarilyUnavailable(
+                "the revocation store is unreachable".into(),
+            ));
+        }
+        if self
+            .replica
+            .agent_cutoff(&agent.id)
+            .is_some_and(|cut| cut >= now)
+        {
+            return Err(OAuthError::TemporarilyUnavailable(
+                "the agent was revoked this second; retry shortly".into(),
+            ));
+        }
+        let mut claims = grants::client_credentials::decide(
             &agent,
             &p,
             &registry,
@@ -74,6 +89,11 @@ impl App {
             now,
             self.config.access_token_ttl_secs,
         )?;
+        let session = self.session_for(&agent, now).await.map_err(|_| {
+            OAuthError::TemporarilyUnavailable("the session store is unreachable".into())
+        })?;
+        claims.sid = Some(session.rec.sid.clone());
+        claims.exp = claims.exp.min(session.rec.expires_at);
         let key = registry
             .keys
             .active(now)
@@ -129,14 +149,13 @@ impl App {
         if agent.status != crate::agents::AgentStatus::Active {
             return Ok(inactive);
         }
-        match self.revocations.is_revoked(&c.jti).await {
-            Ok(false) => {}
-            Ok(true) => return Ok(inactive),
-            Err(_) => {
-                self.metrics.revocation_store_failures.inc();
-                tracing::warn!("revocation store unavailable: answering inactive");
-                return Ok(inactive);
-            }
+        if !self.backend.healthy() {
+            self.metrics.revocation_store_failures.inc();
+            tracing::warn!("revocation store unreachable: answering inactive");
+            return Ok(inactive);
+        }
+        if self.replica.covers(&c) {
+            return Ok(inactive);
         }
         Ok(json!({
             "active": true,
@@ -149,6 +168,7 @@ impl App {
             "iat": c.iat,
             "nbf": c.nbf,
             "jti": c.jti,
+            "sid": c.sid,
             "token_type": "Bearer",
             "env": agent.environment,
             "trust_level": agent.trust_level.as_str(),
@@ -204,8 +224,14 @@ impl App {
                 "the token was not issued to this client".into(),
             ));
         }
-        self.revoke_jti(&c.jti, Some(&c.client_id), c.exp)
-            .await
-            .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable".into()))
+        self.revoke_kind(
+            crate::sessions::Kind::Jti,
+            &c.jti,
+            Some(&c.client_id),
+            Some(c.exp),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable".into()))
     }
 }

@@ -4,8 +4,11 @@ use super::{agent_from_model, server_from_model};
 use crate::agents::{Agent, AgentPatch, AgentStatus, AuthMethod, NewAgent, TrustLevel};
 use crate::resources::{McpServer, ServerManifest, canonical_resource, valid_name};
 use crate::secrets;
+use crate::sessions::{Kind, Revocation};
 use crate::store::entities::{admin_token, agent, client_secret, mcp_server, signing_key};
-use crate::store::{Store, StoreError, bump_registry_version};
+use crate::store::{
+    Store, StoreError, bump_registry_version, end_sessions_tx, insert_revocation_tx,
+};
 use crate::tokens::keys::{self, Kek, KeyError};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
@@ -24,6 +27,8 @@ pub enum AdminError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error("session and revocation store unavailable")]
+    Unavailable,
 }
 
 impl From<sea_orm::DbErr> for AdminError {
@@ -258,6 +263,8 @@ impl Admin<'_> {
         })?;
         let ceiling = check_scopes(&n.scope_ceiling)?;
         check_ttl(n.token_ttl_cap)?;
+        check_session_secs(n.session_lifetime_secs)?;
+        check_session_secs(n.session_idle_secs)?;
         let (jwks, jwks_uri) = check_keys(method, n.jwks.as_ref(), n.jwks_uri.as_deref())?;
         let tx = self.store.begin().await?;
         let resources = self
@@ -281,6 +288,8 @@ impl Admin<'_> {
             jwks_uri: Set(jwks_uri),
             created_at: Set(self.now),
             updated_at: Set(self.now),
+            session_lifetime_secs: Set(n.session_lifetime_secs),
+            session_idle_secs: Set(n.session_idle_secs),
         }
         .insert(&tx)
         .await?;
@@ -344,6 +353,14 @@ impl Admin<'_> {
             check_ttl(v)?;
             am.token_ttl_cap = Set(v);
         }
+        if let Some(v) = p.session_lifetime_secs {
+            check_session_secs(v)?;
+            am.session_lifetime_secs = Set(v);
+        }
+        if let Some(v) = p.session_idle_secs {
+            check_session_secs(v)?;
+            am.session_idle_secs = Set(v);
+        }
         if p.jwks.is_some() || p.jwks_uri.is_some() {
             let jwks_in = match &p.jwks {
                 Some(v) => v.clone(),
@@ -384,6 +401,51 @@ impl Admin<'_> {
         bump_registry_version(&tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         agent_from_model(model).map_err(AdminError::Invalid)
+    }
+
+    /// The kill switch, durably: suspends the agent, revokes every token it holds (an agent
+    /// revocation with cutoff now) and ends its sessions, in one transaction.
+    pub async fn kill_agent(
+        &self,
+        id: &str,
+        until: i64,
+    ) -> Result<(Agent, Revocation), AdminError> {
+        let tx = self.store.begin().await?;
+        let old = agent::Entity::find_by_id(id)
+            .one(&tx)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(format!("agent {id}")))?;
+        let mut am = old.into_active_model();
+        am.status = Set(AgentStatus::Suspended.as_str().into());
+        am.updated_at = Set(self.now);
+        let model = am.update(&tx).await?;
+        let r = Revocation {
+            kind: Kind::Agent,
+            value: id.to_string(),
+            at: self.now,
+            until,
+        };
+        insert_revocation_tx(&tx, &r, Some(id)).await?;
+        end_sessions_tx(&tx, Some(id), None, self.now).await?;
+        bump_registry_version(&tx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok((agent_from_model(model).map_err(AdminError::Invalid)?, r))
+    }
+
+    /// Persists a revocation (a session revocation also ends the session).
+    pub async fn revoke(&self, r: &Revocation, client_id: Option<&str>) -> Result<(), AdminError> {
+        if r.value.is_empty() || r.value.len() > 512 {
+            return Err(AdminError::Invalid(
+                "revocation value must be 1-512 characters".into(),
+            ));
+        }
+        let tx = self.store.begin().await?;
+        insert_revocation_tx(&tx, r, client_id).await?;
+        if r.kind == Kind::Session {
+            end_sessions_tx(&tx, None, Some(&r.value), self.now).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
     }
 
     pub async fn delete_agent(&self, id: &str) -> Result<(), AdminError> {
@@ -476,6 +538,15 @@ fn check_scopes(raw: &[String]) -> Result<Vec<String>, AdminError> {
         }
     }
     Ok(out)
+}
+
+fn check_session_secs(v: Option<i64>) -> Result<(), AdminError> {
+    if v.is_some_and(|t| !(60..=30 * 86_400).contains(&t)) {
+        return Err(AdminError::Invalid(
+            "session lifetimes must be between 60 seconds and 30 days".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn check_ttl(v: Option<i64>) -> Result<(), AdminError> {

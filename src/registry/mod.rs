@@ -178,6 +178,8 @@ pub fn agent_from_model(m: agent::Model) -> Result<Agent, String> {
         environment: m.environment,
         token_ttl_cap: m.token_ttl_cap,
         jwks_uri: m.jwks_uri,
+        session_lifetime_secs: m.session_lifetime_secs,
+        session_idle_secs: m.session_idle_secs,
         created_at: m.created_at,
         updated_at: m.updated_at,
     })

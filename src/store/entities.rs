@@ -42,6 +42,8 @@ pub mod agent {
         pub jwks_uri: Option<String>,
         pub created_at: i64,
         pub updated_at: i64,
+        pub session_lifetime_secs: Option<i64>,
+        pub session_idle_secs: Option<i64>,
     }
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
@@ -125,6 +127,24 @@ pub mod registry_state {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i32,
         pub version: i64,
+    }
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod session {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub agent_id: String,
+        pub started_at: i64,
+        pub expires_at: i64,
+        pub idle_secs: i64,
+        pub ended_at: Option<i64>,
     }
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}

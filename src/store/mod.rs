@@ -3,7 +3,7 @@
 pub mod entities;
 
 use entities::{
-    admin_token, agent, client_secret, mcp_server, registry_state, revocation, signing_key,
+    admin_token, agent, client_secret, mcp_server, registry_state, revocation, session, signing_key,
 };
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -186,6 +186,67 @@ impl Store {
             .await?)
     }
 
+    /// Every revocation that still matters at `now`, as the domain type.
+    pub async fn live_revocations(
+        &self,
+        now: i64,
+    ) -> Result<Vec<crate::sessions::Revocation>, StoreError> {
+        Ok(self
+            .revocations_created_since(i64::MIN, now)
+            .await?
+            .into_iter()
+            .filter_map(revocation_from_row)
+            .collect())
+    }
+
+    pub async fn insert_session(
+        &self,
+        s: &crate::sessions::SessionRecord,
+    ) -> Result<(), StoreError> {
+        session::ActiveModel {
+            id: Set(s.sid.clone()),
+            agent_id: Set(s.agent_id.clone()),
+            started_at: Set(s.started_at),
+            expires_at: Set(s.expires_at),
+            idle_secs: Set(s.idle_secs),
+            ended_at: Set(None),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Sessions not ended and not past their absolute lifetime, newest first.
+    pub async fn live_sessions(
+        &self,
+        now: i64,
+        agent: Option<&str>,
+    ) -> Result<Vec<crate::sessions::SessionRecord>, StoreError> {
+        let mut q = session::Entity::find()
+            .filter(session::Column::EndedAt.is_null())
+            .filter(session::Column::ExpiresAt.gt(now));
+        if let Some(a) = agent {
+            q = q.filter(session::Column::AgentId.eq(a));
+        }
+        Ok(q.order_by_desc(session::Column::StartedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| crate::sessions::SessionRecord {
+                sid: m.id,
+                agent_id: m.agent_id,
+                started_at: m.started_at,
+                expires_at: m.expires_at,
+                idle_secs: m.idle_secs,
+                last_seen: m.started_at,
+            })
+            .collect())
+    }
+
+    pub async fn find_session(&self, sid: &str) -> Result<Option<session::Model>, StoreError> {
+        Ok(session::Entity::find_by_id(sid).one(&self.db).await?)
+    }
+
     /// Deletes revocations whose tokens have expired anyway.
     pub async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError> {
         Ok(revocation::Entity::delete_many()
@@ -218,4 +279,52 @@ pub struct RegistryRows {
     pub secrets: Vec<client_secret::Model>,
     pub admin_tokens: Vec<admin_token::Model>,
     pub keys: Vec<signing_key::Model>,
+}
+
+/// A revocation row as the domain type (the row's `created_at` is the cutoff).
+pub fn revocation_from_row(r: revocation::Model) -> Option<crate::sessions::Revocation> {
+    Some(crate::sessions::Revocation {
+        kind: crate::sessions::Kind::parse(&r.kind)?,
+        value: r.value,
+        at: r.created_at,
+        until: r.expires_at,
+    })
+}
+
+/// Inserts a revocation inside a transaction.
+pub async fn insert_revocation_tx(
+    tx: &DatabaseTransaction,
+    r: &crate::sessions::Revocation,
+    client_id: Option<&str>,
+) -> Result<(), StoreError> {
+    revocation::ActiveModel {
+        kind: Set(r.kind.as_str().to_string()),
+        value: Set(r.value.clone()),
+        client_id: Set(client_id.map(str::to_string)),
+        expires_at: Set(r.until),
+        created_at: Set(r.at),
+        ..Default::default()
+    }
+    .insert(tx)
+    .await?;
+    Ok(())
+}
+
+/// Marks sessions ended: one (`sid`) or all of an agent's.
+pub async fn end_sessions_tx(
+    tx: &DatabaseTransaction,
+    agent: Option<&str>,
+    sid: Option<&str>,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let mut q = session::Entity::update_many()
+        .col_expr(session::Column::EndedAt, Expr::value(now))
+        .filter(session::Column::EndedAt.is_null());
+    if let Some(a) = agent {
+        q = q.filter(session::Column::AgentId.eq(a));
+    }
+    if let Some(s) = sid {
+        q = q.filter(session::Column::Id.eq(s));
+    }
+    Ok(q.exec(tx).await?.rows_affected)
 }

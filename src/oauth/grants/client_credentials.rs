@@ -85,6 +85,7 @@ pub fn decide(
         nbf: now,
         exp: now + ttl,
         jti: crate::secrets::hex(&crate::secrets::random_bytes::<16>()),
+        sid: None,
         env: Some(agent.environment.clone()),
     })
 }
