@@ -72,15 +72,6 @@ impl App {
                 "the revocation store is unreachable".into(),
             ));
         }
-        if self
-            .replica
-            .agent_cutoff(&agent.id)
-            .is_some_and(|cut| cut >= now)
-        {
-            return Err(OAuthError::TemporarilyUnavailable(
-                "the agent was revoked this second; retry shortly".into(),
-            ));
-        }
         let mut claims = grants::client_credentials::decide(
             &agent,
             &p,
@@ -89,6 +80,16 @@ impl App {
             now,
             self.config.access_token_ttl_secs,
         )?;
+        if self
+            .replica
+            .agent_cutoff(&agent.id)
+            .is_some_and(|cut| cut >= now)
+        {
+            // A token issued in the second of a kill would be covered by it.
+            return Err(OAuthError::TemporarilyUnavailable(
+                "the agent was revoked this second; retry shortly".into(),
+            ));
+        }
         let session = self.session_for(&agent, now).await.map_err(|_| {
             OAuthError::TemporarilyUnavailable("the session store is unreachable".into())
         })?;

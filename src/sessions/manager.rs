@@ -87,14 +87,15 @@ impl App {
             live.pending.fetch_add(1, Ordering::Relaxed);
             return Ok(live);
         }
-        let rec = match self.backend.agent_session(&agent.id).await? {
+        let current = self.backend.agent_session(&agent.id).await?;
+        let rec = match current {
             Some(s)
                 if s.agent_id == agent.id
                     && self.usable(&s, s.last_seen.max(s.started_at), now) =>
             {
                 s
             }
-            _ => {
+            stale => {
                 let (lifetime, idle) = self.session_limits(agent);
                 let fresh = SessionRecord {
                     sid: crate::secrets::random_id("ses_"),
@@ -104,7 +105,10 @@ impl App {
                     idle_secs: idle,
                     last_seen: now,
                 };
-                let won = self.backend.claim_session(&fresh).await?;
+                let won = self
+                    .backend
+                    .claim_session(&fresh, stale.as_ref().map(|s| s.sid.as_str()))
+                    .await?;
                 if won.sid == fresh.sid {
                     self.store.insert_session(&fresh).await.map_err(|e| {
                         tracing::error!(error = %e, "cannot persist session");

@@ -239,9 +239,13 @@ pub trait Backend: ReplayCache {
     async fn share_registry_change(&self);
     /// The agent's current session, if the store knows one.
     async fn agent_session(&self, agent: &str) -> Result<Option<SessionRecord>, Unavailable>;
-    /// Makes `s` the agent's current session unless another node got there first; returns the
-    /// session that won.
-    async fn claim_session(&self, s: &SessionRecord) -> Result<SessionRecord, Unavailable>;
+    /// Makes `s` the agent's current session in place of `replacing` (the unusable one the
+    /// caller saw, if any), unless another node replaced it first; returns the session that won.
+    async fn claim_session(
+        &self,
+        s: &SessionRecord,
+        replacing: Option<&str>,
+    ) -> Result<SessionRecord, Unavailable>;
     /// Forgets the agent's current session (after a kill or a session revocation).
     async fn end_agent_session(&self, agent: &str, sid: Option<&str>) -> Result<(), Unavailable>;
     /// Records activity.
@@ -294,10 +298,16 @@ impl Backend for MemoryBackend {
             s
         }))
     }
-    async fn claim_session(&self, s: &SessionRecord) -> Result<SessionRecord, Unavailable> {
+    async fn claim_session(
+        &self,
+        s: &SessionRecord,
+        replacing: Option<&str>,
+    ) -> Result<SessionRecord, Unavailable> {
         let mut m = self.agent_sessions.lock().map_err(|_| Unavailable)?;
         let won = match m.get(&s.agent_id) {
-            Some(cur) if cur.sid != s.sid && cur.expires_at > s.started_at => cur.clone(),
+            Some(cur) if Some(cur.sid.as_str()) != replacing && cur.expires_at > s.started_at => {
+                cur.clone()
+            }
             _ => {
                 m.insert(s.agent_id.clone(), s.clone());
                 s.clone()

@@ -241,35 +241,45 @@ impl Backend for RedisBackend {
         }
     }
 
-    async fn claim_session(&self, s: &SessionRecord) -> Result<SessionRecord, Unavailable> {
+    async fn claim_session(
+        &self,
+        s: &SessionRecord,
+        replacing: Option<&str>,
+    ) -> Result<SessionRecord, Unavailable> {
+        // Compare-and-set: take the agent's slot if it is empty or still holds the session the
+        // caller found unusable; otherwise another node won and its session is used.
+        const CLAIM: &str = "local cur = redis.call('GET', KEYS[1]) \
+            if (not cur) or cur == ARGV[1] then \
+              redis.call('SET', KEYS[1], ARGV[2], 'EXAT', ARGV[3]) return ARGV[2] end \
+            return cur";
         let mut pipe = redis::pipe();
         self.session_cmds(&mut pipe, s, s.last_seen);
-        pipe.cmd("SET")
+        pipe.cmd("EVAL")
+            .arg(CLAIM)
+            .arg(1)
             .arg(self.key(&["agentsess", &s.agent_id]))
+            .arg(replacing.unwrap_or(""))
             .arg(&s.sid)
-            .arg("NX")
-            .arg("EXAT")
             .arg(s.expires_at);
         let mut c = self.conn.clone();
-        let (set,): (Option<String>,) = pipe.query_async(&mut c).await.map_err(down)?;
-        if set.is_some() {
+        let (winner,): (String,) = pipe.query_async(&mut c).await.map_err(down)?;
+        if winner == s.sid {
             return Ok(s.clone());
         }
-        // Another node started a session first: use it if it is still good.
-        if let Some(cur) = self.agent_session(&s.agent_id).await?
-            && cur.expires_at > s.started_at
-        {
-            return Ok(cur);
+        match self.load_session(&winner).await? {
+            Some(cur) if cur.expires_at > s.started_at => Ok(cur),
+            _ => {
+                redis::cmd("SET")
+                    .arg(self.key(&["agentsess", &s.agent_id]))
+                    .arg(&s.sid)
+                    .arg("EXAT")
+                    .arg(s.expires_at)
+                    .query_async::<()>(&mut c)
+                    .await
+                    .map_err(down)?;
+                Ok(s.clone())
+            }
         }
-        redis::cmd("SET")
-            .arg(self.key(&["agentsess", &s.agent_id]))
-            .arg(&s.sid)
-            .arg("EXAT")
-            .arg(s.expires_at)
-            .query_async::<()>(&mut c)
-            .await
-            .map_err(down)?;
-        Ok(s.clone())
     }
 
     async fn end_agent_session(&self, agent: &str, sid: Option<&str>) -> Result<(), Unavailable> {

@@ -37,8 +37,36 @@ pub fn skip(test: &str, why: &str) {
 }
 
 impl H {
+    /// A server on SQLite with Redis (`MANDATE_TEST_REDIS_URL`, or `redis_url` when given) and a
+    /// key prefix of its own; `None` (and a SKIPPED line) when no Redis is configured.
+    pub async fn start_redis(test: &str, redis_url: Option<String>) -> Option<H> {
+        let url = match redis_url.or_else(|| std::env::var("MANDATE_TEST_REDIS_URL").ok()) {
+            Some(u) => u,
+            None => {
+                skip(
+                    &format!("{test}::redis"),
+                    "MANDATE_TEST_REDIS_URL is not set",
+                );
+                return None;
+            }
+        };
+        Self::start_with(Backend::Sqlite, test, |c| {
+            c.redis_url = Some(url);
+            c.redis_prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+        })
+        .await
+    }
+
     /// A server on `backend`; `None` (and a SKIPPED line) when PostgreSQL is not configured.
     pub async fn start(backend: Backend, test: &str) -> Option<H> {
+        Self::start_with(backend, test, |_| {}).await
+    }
+
+    pub async fn start_with(
+        backend: Backend,
+        test: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<H> {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -67,6 +95,7 @@ impl H {
             config.database_url = Some(url);
             schema = Some(name);
         }
+        tweak(&mut config);
         let clock = Arc::new(ManualClock::new(now()));
         let mut h = H {
             running: None,
@@ -94,14 +123,15 @@ impl H {
         )
         .await
         .unwrap();
-        self.base = running.issuer().to_string();
+        // A restart keeps the issuer, as a real deployment does (the port may change).
+        self.config.issuer = Some(running.issuer().to_string());
+        self.base = format!("http://{}", running.addr);
         self.running = Some(running);
     }
 
     /// Another node on the same database (own port, own caches).
     pub async fn second_node(&self) -> Running {
-        let mut cfg = self.config.clone();
-        cfg.issuer = Some(self.base.clone());
+        let cfg = self.config.clone();
         mandate::server::start(
             cfg,
             self.clock.clone(),
@@ -144,14 +174,14 @@ impl H {
             tools: tools.iter().map(|t| parse_tool_spec(t).unwrap()).collect(),
         };
         let c = self.app().admin().create_server(&m).await.unwrap();
-        self.app().refresh_registry(true).await.unwrap();
+        self.app().after_registry_change().await;
         (c.client_id, c.client_secret.unwrap())
     }
 
     /// Registers an agent; returns (client_id, secret if any).
     pub async fn agent(&self, n: NewAgent) -> (String, Option<String>) {
         let c = self.app().admin().create_agent(&n).await.unwrap();
-        self.app().refresh_registry(true).await.unwrap();
+        self.app().after_registry_change().await;
         (c.client_id, c.client_secret)
     }
 
@@ -271,4 +301,93 @@ macro_rules! both {
             }
         }
     };
+}
+
+/// A redis-server of the test's own on a free port, for fault tests (stop, restart empty).
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    /// `None` (and a SKIPPED line) when redis-server is not installed.
+    pub async fn start(test: &str) -> Option<Self> {
+        if std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            skip(test, "redis-server is not installed");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Self { port, child: None };
+        r.up().await;
+        Some(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts it (with an empty dataset) and waits until it answers.
+    pub async fn up(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// Kills it (SIGKILL: nothing is saved).
+    pub fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// Polls `f` every 20 ms until it returns true or `secs` pass.
+pub async fn eventually<F, Fut>(secs: u64, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
 }

@@ -14,4 +14,5 @@ mod introspection;
 mod keys;
 mod ops;
 mod revocation;
+mod sessions;
 mod token;
