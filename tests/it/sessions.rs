@@ -266,7 +266,7 @@ async fn kill_on_one_node_is_seen_on_the_other_through_redis() {
         r.json::<Value>().await.unwrap()["active"] == true
     };
     assert!(
-        eventually(5, || introspect_b()).await,
+        eventually(5, &introspect_b).await,
         "node B should accept the token first"
     );
     let started = std::time::Instant::now();
