@@ -100,6 +100,12 @@ impl App {
             )),
             None => None,
         };
+        match &config.redis_url {
+            Some(_) => {
+                tracing::info!(prefix = %config.redis_prefix, "sessions and revocation: redis")
+            }
+            None => tracing::info!("sessions and revocation: in-process (no redis_url)"),
+        }
         let backend: Arc<dyn Backend> = match &redis {
             Some(r) => r.clone(),
             None => Arc::new(MemoryBackend::default()),

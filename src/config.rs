@@ -145,6 +145,7 @@ impl Config {
                     "database_url",
                     "key_encryption_key",
                     "http_workers",
+                    "redis_url",
                 ]
                 .map(String::from),
             )
@@ -220,6 +221,27 @@ mod tests {
         assert_eq!(cfg.listen.port(), 9000);
         assert_eq!(cfg.access_token_ttl_secs, 60);
         assert_eq!(cfg.log_format, "json");
+    }
+
+    #[test]
+    fn every_optional_key_has_its_variable() {
+        let cfg = Config::load(
+            None,
+            [
+                ("MANDATE_ISSUER", "https://as.example"),
+                ("MANDATE_DATABASE_URL", "postgres://x/y"),
+                ("MANDATE_KEY_ENCRYPTION_KEY", "a2V5"),
+                ("MANDATE_HTTP_WORKERS", "3"),
+                ("MANDATE_REDIS_URL", "redis://127.0.0.1:6379/"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap();
+        assert_eq!(cfg.issuer.as_deref(), Some("https://as.example"));
+        assert_eq!(cfg.database_url.as_deref(), Some("postgres://x/y"));
+        assert_eq!(cfg.key_encryption_key.as_deref(), Some("a2V5"));
+        assert_eq!(cfg.http_workers, Some(3));
+        assert_eq!(cfg.redis_url.as_deref(), Some("redis://127.0.0.1:6379/"));
     }
 
     #[test]
