@@ -307,6 +307,45 @@ async fn redis_failure_fails_closed_and_recovers_without_losing_revocations() {
         200
     );
 
+    // Load keeps running through the outage: a revoked token is never active, and token
+    // requests get 200 or 503, never anything else.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, http, base) = (stop.clone(), h.http.clone(), h.base.clone());
+        let (sid, ssecret, id, secret, revoked) = (
+            srv.0.clone(),
+            srv.1.clone(),
+            id.clone(),
+            secret.clone(),
+            revoked.clone(),
+        );
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v: Value = http
+                    .post(format!("{base}/introspect"))
+                    .basic_auth(&sid, Some(&ssecret))
+                    .form(&[("token", &revoked)])
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(v["active"], false, "a revoked token came back");
+                let r = http
+                    .post(format!("{base}/token"))
+                    .basic_auth(&id, Some(&secret))
+                    .form(&[("grant_type", "client_credentials")])
+                    .send()
+                    .await
+                    .unwrap();
+                seen.insert(r.status().as_u16());
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     redis.down();
     assert!(
         eventually(5, || async { !h.app().backend.healthy() }).await,
@@ -333,6 +372,17 @@ async fn redis_failure_fails_closed_and_recovers_without_losing_revocations() {
     assert!(
         eventually(10, || async { h.app().backend.healthy() }).await,
         "did not recover"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = load.await.unwrap();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&503) && statuses.contains(&200),
+        "{statuses:?}"
     );
     assert_eq!(h.introspect(server, &valid).await["active"], true);
     assert_eq!(h.introspect(server, &revoked).await["active"], false);
@@ -366,5 +416,58 @@ async fn revocations_on_redis() {
     };
     assert!(eventually(5, || async { h.app().backend.healthy() }).await);
     let h = sessions_start_last_and_end_on_their_own(h).await;
+    h.finish().await;
+}
+
+/// PostgreSQL goes away: tokens and introspection go on from memory, readiness and
+/// revocation report it, and everything resumes by itself when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_keeps_serving_from_memory() {
+    let Some(pg) = crate::harness::PrivatePostgres::start("postgres_restart").await else {
+        return;
+    };
+    let url = pg.url();
+    let h = H::start_with(crate::harness::Backend::Sqlite, "postgres_restart", |c| {
+        c.database_url = Some(url)
+    })
+    .await
+    .unwrap();
+    let srv = h.server(A, "prod", &["search:read:internal"]).await;
+    let server = (srv.0.as_str(), srv.1.as_str());
+    let (id, secret) = agent_with_sessions(&h, None, None).await;
+    let t1 = h.token(&id, &secret, &[]).await.access_token();
+
+    pg.down();
+    let t2 = h.token(&id, &secret, &[]).await.access_token();
+    assert_eq!(h.introspect(server, &t1).await["active"], true);
+    assert_eq!(h.introspect(server, &t2).await["active"], true);
+    let ready = h.http.get(h.url("/readyz")).send().await.unwrap().status();
+    assert_eq!(ready, 503);
+    let r = h
+        .post("/revoke", Some((&id, &secret)), &[("token", &t1)])
+        .await;
+    assert_eq!((r.status, r.error()), (503, "temporarily_unavailable"));
+    assert_eq!(
+        h.introspect(server, &t1).await["active"],
+        true,
+        "a failed revocation changes nothing"
+    );
+
+    pg.up();
+    assert!(
+        eventually(15, || async {
+            h.http.get(h.url("/readyz")).send().await.unwrap().status() == 200
+        })
+        .await,
+        "not ready again"
+    );
+    assert_eq!(
+        h.post("/revoke", Some((&id, &secret)), &[("token", &t1)])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(h.introspect(server, &t1).await["active"], false);
+    assert_eq!(h.introspect(server, &t2).await["active"], true);
     h.finish().await;
 }
