@@ -89,6 +89,12 @@ enum SessionsCmd {
     },
     /// End a session: every token in it becomes inactive.
     Revoke { sid: String },
+    /// Start a new session for an agent now; its next tokens belong to it.
+    Start {
+        agent: String,
+        #[command(flatten)]
+        out: Output,
+    },
 }
 
 #[derive(Args)]
@@ -666,6 +672,12 @@ async fn sessions(c: SessionsCmd, cfg: Config) -> Result<()> {
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
+            })
+        }
+        SessionsCmd::Start { agent, out } => {
+            let s = app.start_session(&agent).await?;
+            print(&out, &s, || {
+                format!("session {} started for {}", s.sid, s.agent_id)
             })
         }
         SessionsCmd::Revoke { sid } => {

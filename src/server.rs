@@ -1,15 +1,18 @@
 //! Binding, serving and graceful shutdown.
 //!
 //! HTTP is served thread-per-core: `http_workers` threads, each with its own single-threaded
-//! tokio runtime and its own `SO_REUSEPORT` listener on the same address, so the kernel spreads
-//! connections and a request never crosses threads (no work-stealing wake-ups on the hot path).
-//! Background upkeep runs on the caller's runtime.
+//! tokio runtime. One acceptor on the caller's runtime hands connections to the workers in
+//! turn; from then on a connection and its requests stay on one thread (no work-stealing
+//! wake-ups on the hot path). One listening socket, so no other process or server can share the
+//! port (`SO_REUSEPORT` would allow that with port 0). Background upkeep runs on the caller's
+//! runtime.
 use crate::app::{App, AppState, StartError};
 use crate::clock::Clock;
 use crate::config::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -21,6 +24,7 @@ pub struct Running {
     workers: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
     upkeep: Vec<JoinHandle<()>>,
     external: JoinHandle<()>,
+    acceptor: JoinHandle<()>,
 }
 
 impl Running {
@@ -54,6 +58,7 @@ impl Running {
             t.abort();
         }
         self.external.abort();
+        self.acceptor.abort();
         result
     }
 }
@@ -66,18 +71,74 @@ pub enum ServeError {
     Start(#[from] StartError),
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    #[cfg(unix)]
-    socket.set_reuseport(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)?.into_std()
+/// A worker's share of the connections: what the acceptor hands it.
+pub struct Handoff {
+    rx: mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for Handoff {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            match self.rx.recv().await {
+                Some((stream, peer)) => match TcpStream::from_std(stream) {
+                    Ok(s) => return (s, peer),
+                    Err(e) => tracing::warn!(error = %e, "cannot adopt a connection"),
+                },
+                // The acceptor has stopped: no more connections, ever.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// The caller's address, as handlers see it (`ConnectInfo<Peer>`).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Handoff>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Handoff>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Accepts connections and deals them to the workers in turn, until `stop`.
+async fn accept_loop(
+    listener: TcpListener,
+    workers: Vec<mpsc::Sender<(std::net::TcpStream, SocketAddr)>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut next = 0usize;
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(std_stream) = stream.into_std() else {
+            continue;
+        };
+        if let Some(tx) = workers.get(next % workers.len().max(1)) {
+            let _ = tx.send((std_stream, peer)).await;
+        }
+        next = next.wrapping_add(1);
+    }
 }
 
 /// Binds `config.listen`, starts the app (database, keys, registry), and serves until
@@ -88,21 +149,18 @@ pub async fn start(
     schema: Option<&str>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running, ServeError> {
-    let first = bind(config.listen).map_err(|e| ServeError::Bind(config.listen, e))?;
-    let addr = first
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServeError::Bind(config.listen, e))?;
+    let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Bind(config.listen, e))?;
-    let workers = config.http_workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
-    let mut listeners = vec![first];
-    // Without SO_REUSEPORT a second bind fails; one listener then serves alone.
-    for _ in 1..workers.max(1) {
-        match bind(addr) {
-            Ok(l) => listeners.push(l),
-            Err(_) => break,
-        }
-    }
+    let workers = config
+        .http_workers
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+        .max(1);
     let issuer = config.issuer_for(addr);
     let app = App::start(config, issuer, clock, schema).await?;
     let upkeep = app.spawn_upkeep();
@@ -116,7 +174,11 @@ pub async fn start(
         })
     };
     let mut handles = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
+    let mut senders = Vec::new();
+    for i in 0..workers {
+        let (tx, rx) = mpsc::channel(1024);
+        senders.push(tx);
+        let handoff = Handoff { rx, local: addr };
         let router = router.clone();
         let mut stop_rx = stop_rx.clone();
         let handle = std::thread::Builder::new()
@@ -126,11 +188,9 @@ pub async fn start(
                     .enable_all()
                     .build()?;
                 rt.block_on(async move {
-                    listener.set_nonblocking(true)?;
-                    let listener = TcpListener::from_std(listener)?;
                     axum::serve(
-                        listener,
-                        router.into_make_service_with_connect_info::<SocketAddr>(),
+                        handoff,
+                        router.into_make_service_with_connect_info::<Peer>(),
                     )
                     .with_graceful_shutdown(async move {
                         let _ = stop_rx.wait_for(|stop| *stop).await;
@@ -141,6 +201,7 @@ pub async fn start(
             .map_err(|e| ServeError::Bind(addr, e))?;
         handles.push(handle);
     }
+    let acceptor = tokio::spawn(accept_loop(listener, senders, stop_rx.clone()));
     Ok(Running {
         addr,
         app,
@@ -148,6 +209,7 @@ pub async fn start(
         workers: handles,
         upkeep,
         external,
+        acceptor,
     })
 }
 

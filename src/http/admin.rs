@@ -37,6 +37,7 @@ pub fn routes(max_body: usize) -> Router<AppState> {
         .route("/agents/{id}/revive", post(activate_agent))
         .route("/revocations", post(revoke))
         .route("/sessions", get(list_sessions))
+        .route("/agents/{id}/sessions", post(start_session))
         .route("/sessions/{sid}", axum::routing::delete(revoke_session))
         .route("/keys", get(list_keys))
         .route("/keys/rotate", post(rotate_key))
@@ -407,4 +408,14 @@ async fn revoke_session(
     check_revocation(&app, Kind::Session, &sid).await?;
     let r = app.revoke_kind(Kind::Session, &sid, None, None).await?;
     Ok(Json(r).into_response())
+}
+
+/// Starts a session explicitly.
+async fn start_session(
+    _: AdminCaller,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> AdminResult {
+    let s = app.start_session(&id).await?;
+    Ok((StatusCode::CREATED, Json(s)).into_response())
 }

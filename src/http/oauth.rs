@@ -8,7 +8,6 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use std::net::SocketAddr;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -20,7 +19,7 @@ pub fn routes() -> Router<AppState> {
 
 async fn token(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(crate::server::Peer(peer)): ConnectInfo<crate::server::Peer>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -51,7 +50,7 @@ async fn token(
 
 async fn introspect(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(crate::server::Peer(peer)): ConnectInfo<crate::server::Peer>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -76,7 +75,7 @@ async fn introspect(
 
 async fn revoke(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(crate::server::Peer(peer)): ConnectInfo<crate::server::Peer>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {

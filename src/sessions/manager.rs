@@ -96,26 +96,8 @@ impl App {
                 s
             }
             stale => {
-                let (lifetime, idle) = self.session_limits(agent);
-                let fresh = SessionRecord {
-                    sid: crate::secrets::random_id("ses_"),
-                    agent_id: agent.id.clone(),
-                    started_at: now,
-                    expires_at: now + lifetime,
-                    idle_secs: idle,
-                    last_seen: now,
-                };
-                let won = self
-                    .backend
-                    .claim_session(&fresh, stale.as_ref().map(|s| s.sid.as_str()))
-                    .await?;
-                if won.sid == fresh.sid {
-                    self.store.insert_session(&fresh).await.map_err(|e| {
-                        tracing::error!(error = %e, "cannot persist session");
-                        Unavailable
-                    })?;
-                }
-                won
+                self.new_session(agent, now, stale.as_ref().map(|s| s.sid.as_str()))
+                    .await?
             }
         };
         let live = Arc::new(LiveSession {
@@ -129,6 +111,63 @@ impl App {
             .map_err(|_| Unavailable)?
             .insert(agent.id.clone(), live.clone());
         Ok(live)
+    }
+
+    /// Starts a session for `agent` in place of `replacing`, unless another node already did;
+    /// returns the agent's session.
+    async fn new_session(
+        &self,
+        agent: &Agent,
+        now: i64,
+        replacing: Option<&str>,
+    ) -> Result<SessionRecord, Unavailable> {
+        let (lifetime, idle) = self.session_limits(agent);
+        let fresh = SessionRecord {
+            sid: crate::secrets::random_id("ses_"),
+            agent_id: agent.id.clone(),
+            started_at: now,
+            expires_at: now + lifetime,
+            idle_secs: idle,
+            last_seen: now,
+        };
+        let won = self.backend.claim_session(&fresh, replacing).await?;
+        if won.sid == fresh.sid {
+            self.store.insert_session(&fresh).await.map_err(|e| {
+                tracing::error!(error = %e, "cannot persist session");
+                Unavailable
+            })?;
+        }
+        Ok(won)
+    }
+
+    /// Starts a new session for an agent explicitly; its next tokens belong to it. The session
+    /// it replaces ends for new tokens (tokens already issued in it live out their lifetime).
+    pub async fn start_session(&self, agent_id: &str) -> Result<SessionView, AdminError> {
+        let now = self.clock.now();
+        let agent = self
+            .registry()
+            .agent(agent_id)
+            .cloned()
+            .ok_or_else(|| AdminError::NotFound(format!("agent {agent_id}")))?;
+        let current = self
+            .backend
+            .agent_session(agent_id)
+            .await
+            .map_err(|_| AdminError::Unavailable)?;
+        let rec = self
+            .new_session(&agent, now, current.as_ref().map(|s| s.sid.as_str()))
+            .await
+            .map_err(|_| AdminError::Unavailable)?;
+        self.drop_cached_session(agent_id);
+        Ok(SessionView {
+            sid: rec.sid,
+            agent_id: rec.agent_id,
+            started_at: rec.started_at,
+            expires_at: rec.expires_at,
+            idle_secs: rec.idle_secs,
+            last_seen: rec.last_seen,
+            tokens_issued: 0,
+        })
     }
 
     /// Sends this node's session activity to the backend (batched, off the token path).

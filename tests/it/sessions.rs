@@ -84,6 +84,36 @@ async fn sessions_start_last_and_end_on_their_own(h: H) -> H {
     assert_eq!(list[0]["tokens_issued"], 2);
     assert_eq!(list[0]["last_seen"], h.now());
 
+    // An explicit start: the next tokens belong to the new session.
+    let r = api(
+        &h,
+        &token,
+        reqwest::Method::POST,
+        &format!("/agents/{id}/sessions"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let explicit = r.body["sid"].as_str().unwrap().to_string();
+    assert_ne!(explicit, sid);
+    let te = h.token(&id, &secret, &[]).await.access_token();
+    assert_eq!(claims(&te)["sid"], explicit.as_str());
+    assert_eq!(
+        h.introspect(server, &t1).await["active"],
+        true,
+        "older tokens live on"
+    );
+    let sid = explicit;
+    let r = api(
+        &h,
+        &token,
+        reqwest::Method::POST,
+        "/agents/agt_nope/sessions",
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+
     // Idle (no token for 400 s): the next token starts a new session.
     h.clock.advance(401);
     let t3 = h.token(&id, &secret, &[]).await.access_token();
