@@ -51,7 +51,7 @@ pub struct Config {
     /// Default idle timeout of an agent session (no token issued), seconds; never shorter than
     /// the token lifetime (`MANDATE_SESSION_IDLE_SECS`).
     pub session_idle_secs: i64,
-    /// HTTP worker threads, each with its own runtime and listener; default: one per CPU
+    /// HTTP worker threads, each with its own runtime; default: one per CPU
     /// (`MANDATE_HTTP_WORKERS`).
     pub http_workers: Option<usize>,
 }
