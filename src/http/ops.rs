@@ -17,18 +17,25 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// Ready when the database answers.
+/// Ready when the database answers and the revocation store can be trusted (with Redis: the
+/// node is subscribed and resynchronised).
 async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    match app.store.ping().await {
-        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"status": "unavailable", "database": "unreachable"})),
-            )
-        }
+    let db = app.store.ping().await;
+    if let Err(e) = &db {
+        tracing::warn!(error = %e, "readiness check failed");
     }
+    let store = app.backend.healthy();
+    if db.is_ok() && store {
+        return (StatusCode::OK, axum::Json(json!({"status": "ready"})));
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({
+            "status": "unavailable",
+            "database": if db.is_ok() { "ok" } else { "unreachable" },
+            "revocation_store": if store { "ok" } else { "unreachable" },
+        })),
+    )
 }
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {

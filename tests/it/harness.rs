@@ -127,6 +127,12 @@ impl H {
         self.config.issuer = Some(running.issuer().to_string());
         self.base = format!("http://{}", running.addr);
         self.running = Some(running);
+        // With Redis, a node serves once it has subscribed and resynchronised.
+        let app = self.app().clone();
+        assert!(
+            eventually(10, || async { app.backend.healthy() }).await,
+            "the revocation store never became healthy"
+        );
     }
 
     /// Another node on the same database (own port, own caches).

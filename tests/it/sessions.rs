@@ -381,6 +381,12 @@ async fn redis_failure_fails_closed_and_recovers_without_losing_revocations() {
         eventually(5, || async { !h.app().backend.healthy() }).await,
         "outage not noticed"
     );
+    let ready = h.http.get(h.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(
+        ready.json::<Value>().await.unwrap()["revocation_store"],
+        "unreachable"
+    );
     assert_eq!(h.introspect(server, &valid).await, json!({"active": false}));
     let r = h.token(&id, &secret, &[]).await;
     assert_eq!((r.status, r.error()), (503, "temporarily_unavailable"));
