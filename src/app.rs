@@ -153,9 +153,17 @@ impl App {
             return Ok(());
         }
         let rows = self.store.load_registry().await?;
-        let reg = Registry::from_rows(rows, &self.kek);
-        tracing::debug!(version = reg.version, "registry reloaded");
-        self.registry.store(Arc::new(reg));
+        let fresh = Arc::new(Registry::from_rows(rows, &self.kek));
+        // Reloads can overlap (an event, the poll, an admin change): never let a slower one
+        // that read an older version replace a newer snapshot.
+        self.registry.rcu(|cur| {
+            if fresh.version >= cur.version {
+                fresh.clone()
+            } else {
+                cur.clone()
+            }
+        });
+        tracing::debug!(version = fresh.version, "registry reloaded");
         Ok(())
     }
 
