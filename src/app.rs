@@ -37,6 +37,8 @@ pub struct App {
     /// Tokens whose signatures this node has checked.
     pub verified: crate::tokens::VerifiedCache,
     pub throttle: crate::oauth::throttle::FailureThrottle,
+    /// The audit log: this node's stream and its batch writer.
+    pub audit: crate::audit::Audit,
     registry: ArcSwap<Registry>,
     revocations_synced_at: AtomicI64,
 }
@@ -80,10 +82,12 @@ impl App {
         Admin {
             store: &store,
             now: clock.now(),
+            audit: crate::audit::Trail::new(&config, crate::audit::Actor::system()),
         }
         .ensure_key(&config.signing_alg, &kek)
         .await?;
         let registry = Registry::from_rows(store.load_registry().await?, &kek);
+        let audit = crate::audit::Audit::start(&config, &store, schema, clock.clone()).await?;
         let memory = Arc::new(MemoryStore::default());
         let app = Arc::new(Self {
             token_endpoint: format!("{issuer}/token"),
@@ -98,6 +102,7 @@ impl App {
             remote_jwks: RemoteJwks::default(),
             verified: Default::default(),
             throttle: Default::default(),
+            audit,
             registry: ArcSwap::from_pointee(registry),
             revocations_synced_at: AtomicI64::new(i64::MIN),
         });
@@ -110,11 +115,17 @@ impl App {
         self.registry.load()
     }
 
-    /// The registry write service.
+    /// The registry write service, as the system (start-up, tests).
     pub fn admin(&self) -> Admin<'_> {
+        self.admin_as(crate::audit::Actor::system())
+    }
+
+    /// The registry write service, for changes made by `actor` (audited).
+    pub fn admin_as(&self, actor: crate::audit::Actor) -> Admin<'_> {
         Admin {
             store: &self.store,
             now: self.clock.now(),
+            audit: self.audit.trail(actor),
         }
     }
 
@@ -154,21 +165,31 @@ impl App {
         Ok(())
     }
 
-    /// Revokes one token id: durably in the database, then in the revocation store.
+    /// Revokes one token id: durably in the database (with its audit event, in one
+    /// transaction), then in the revocation store.
     pub async fn revoke_jti(
         &self,
+        by: crate::audit::Actor,
         jti: &str,
         client_id: Option<&str>,
         expires_at: i64,
     ) -> Result<(), Unavailable> {
         let now = self.clock.now();
-        self.store
-            .insert_revocation("jti", jti, client_id, expires_at, now)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot persist revocation");
-                Unavailable
-            })?;
+        let trail = self.audit.trail(by);
+        crate::audit::record::persist_revocation(
+            &self.store,
+            &trail,
+            "jti",
+            jti,
+            client_id,
+            expires_at,
+            now,
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot persist revocation");
+            Unavailable
+        })?;
         self.revocations.revoke_jti(jti, expires_at).await
     }
 

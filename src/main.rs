@@ -63,6 +63,29 @@ enum Command {
     /// Admin API access.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// The audit log: verify its hash chains, export it.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check every stream's hash chain, sequence and checkpoints; exits 1 on any problem.
+    Verify {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Print events as JSON lines, oldest first.
+    Export {
+        /// Unix seconds, RFC 3339 UTC time, or an age such as 24h or 7d.
+        #[arg(long)]
+        since: String,
+        #[arg(long)]
+        until: Option<String>,
+        /// Only jsonl.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+    },
 }
 
 #[derive(Args)]
@@ -293,11 +316,13 @@ async fn run(cli: Cli, cfg: Config) -> Result<()> {
         Command::Servers(c) => servers(c, &cfg, clock.now()).await,
         Command::Agents(c) => agents(c, &cfg, clock.now()).await,
         Command::Keys(c) => keys(c, &cfg, clock.now()).await,
+        Command::Audit(c) => audit(c, &cfg, clock.now()).await,
         Command::Admin(AdminCmd::Token { name, out }) => {
             let store = open_store(&cfg, None).await?;
             let token = Admin {
                 store: &store,
                 now: clock.now(),
+                audit: mandate::audit::Trail::cli(&cfg),
             }
             .create_admin_token(&name)
             .await?;
@@ -312,7 +337,11 @@ async fn run(cli: Cli, cfg: Config) -> Result<()> {
 
 async fn servers(c: ServersCmd, cfg: &Config, now: i64) -> Result<()> {
     let store = open_store(cfg, None).await?;
-    let admin = Admin { store: &store, now };
+    let admin = Admin {
+        store: &store,
+        now,
+        audit: mandate::audit::Trail::cli(cfg),
+    };
     match c {
         ServersCmd::Add {
             uri,
@@ -409,7 +438,11 @@ async fn rotate(admin: &Admin<'_>, id: &str, overlap: i64, out: &Output) -> Resu
 
 async fn agents(c: AgentsCmd, cfg: &Config, now: i64) -> Result<()> {
     let store = open_store(cfg, None).await?;
-    let admin = Admin { store: &store, now };
+    let admin = Admin {
+        store: &store,
+        now,
+        audit: mandate::audit::Trail::cli(cfg),
+    };
     match c {
         AgentsCmd::Add {
             name,
@@ -525,7 +558,11 @@ async fn agents(c: AgentsCmd, cfg: &Config, now: i64) -> Result<()> {
 async fn keys(c: KeysCmd, cfg: &Config, now: i64) -> Result<()> {
     let store: Store = open_store(cfg, None).await?;
     let kek = Kek::load(cfg.key_encryption_key.as_deref(), &cfg.data_dir)?;
-    let admin = Admin { store: &store, now };
+    let admin = Admin {
+        store: &store,
+        now,
+        audit: mandate::audit::Trail::cli(cfg),
+    };
     match c {
         KeysCmd::List { out } => {
             let reg = Registry::from_rows(store.load_registry().await?, &kek);
@@ -559,6 +596,77 @@ async fn keys(c: KeysCmd, cfg: &Config, now: i64) -> Result<()> {
                     m.kid, m.alg, m.activates_at
                 )
             })
+        }
+    }
+}
+
+async fn audit(c: AuditCmd, cfg: &Config, now: i64) -> Result<()> {
+    use std::io::Write;
+    let store = open_store(cfg, None).await?;
+    match c {
+        AuditCmd::Verify { out } => {
+            let report = mandate::audit::verify::verify(&store).await?;
+            print(&out, &report, || {
+                let mut lines: Vec<String> = report
+                    .streams
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "stream {}: {} events, seq {}..{}, head {}, {} checkpoints{}",
+                            s.stream,
+                            s.events,
+                            s.first_seq.unwrap_or(0),
+                            s.last_seq.unwrap_or(0),
+                            s.head_seq.unwrap_or(0),
+                            s.checkpoints,
+                            s.pruned_through
+                                .map(|p| format!(", pruned through seq {p}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                for p in &report.problems {
+                    lines.push(format!(
+                        "PROBLEM [{}] stream {}: {}",
+                        p.kind, p.stream, p.message
+                    ));
+                }
+                lines.push(if report.ok {
+                    format!("audit log verified: {} events, no problems", report.events)
+                } else {
+                    format!(
+                        "audit log NOT verified: {} problem(s)",
+                        report.problems.len()
+                    )
+                });
+                lines.join("\n")
+            })?;
+            if !report.ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        AuditCmd::Export {
+            since,
+            until,
+            format,
+        } => {
+            if format != "jsonl" {
+                bail!("--format must be jsonl");
+            }
+            let parse =
+                |s: &str| mandate::audit::query::parse_time(s, now).map_err(anyhow::Error::msg);
+            let since = parse(&since)?;
+            let until = until.as_deref().map(parse).transpose()?.unwrap_or(now + 1);
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            mandate::audit::query::export(&store.db, since, until, |r| {
+                w.write_all(r.json_line().as_bytes())?;
+                w.write_all(b"\n")
+            })
+            .await?;
+            w.flush()?;
+            Ok(())
         }
     }
 }
