@@ -33,6 +33,18 @@ pub(crate) fn row_from(r: &QueryResult) -> Result<Row, DbErr> {
     })
 }
 
+/// One event by id.
+pub async fn row_by_id<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<Row>, DbErr> {
+    let sql = format!("{SELECT_ROW} WHERE id = ?");
+    match c
+        .query_one_raw(stmt(c.get_database_backend(), &sql, vec![id.into()]))
+        .await?
+    {
+        Some(r) => Ok(Some(row_from(&r)?)),
+        None => Ok(None),
+    }
+}
+
 /// A malformed filter value (answered 400).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
