@@ -87,7 +87,9 @@ impl App {
         .ensure_key(&config.signing_alg, &kek)
         .await?;
         let registry = Registry::from_rows(store.load_registry().await?, &kek);
-        let audit = crate::audit::Audit::start(&config, &store, schema, clock.clone()).await?;
+        let metrics = Metrics::default();
+        let audit =
+            crate::audit::Audit::start(&config, &store, schema, clock.clone(), &metrics).await?;
         let memory = Arc::new(MemoryStore::default());
         let app = Arc::new(Self {
             token_endpoint: format!("{issuer}/token"),
@@ -96,7 +98,7 @@ impl App {
             store,
             clock,
             kek,
-            metrics: Metrics::default(),
+            metrics,
             revocations: memory,
             replay: Arc::new(MemoryStore::default()),
             remote_jwks: RemoteJwks::default(),

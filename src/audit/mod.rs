@@ -111,6 +111,7 @@ impl Audit {
         store: &Store,
         schema: Option<&str>,
         clock: Arc<dyn Clock>,
+        metrics: &crate::metrics::Metrics,
     ) -> Result<Self, StoreError> {
         let node = node_name(config);
         let writer_store = writer_store(config, store, schema).await?;
@@ -137,6 +138,11 @@ impl Audit {
             settings,
             config.audit_queue_capacity,
             sink,
+            writer::WriterStats {
+                events: metrics.audit_events.clone(),
+                batches: metrics.audit_batches.clone(),
+                failures: metrics.audit_failures.clone(),
+            },
         );
         Ok(Self {
             node,

@@ -11,9 +11,9 @@ use super::event::Event;
 use super::sink::Sink;
 use crate::clock::Clock;
 use crate::store::Store;
+use prometheus_client::metrics::counter::Counter;
 use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -39,12 +39,12 @@ pub struct WriterSettings {
     pub retention_secs: i64,
 }
 
-/// Counters the writer keeps (also exported as metrics).
-#[derive(Debug, Default)]
+/// Counters the writer keeps (exported as `mandate_audit_*` metrics).
+#[derive(Debug, Default, Clone)]
 pub struct WriterStats {
-    pub events: AtomicU64,
-    pub batches: AtomicU64,
-    pub failures: AtomicU64,
+    pub events: Counter,
+    pub batches: Counter,
+    pub failures: Counter,
 }
 
 /// The sending side, held by `App`.
@@ -64,10 +64,11 @@ impl Writer {
         settings: WriterSettings,
         capacity: usize,
         sink: Option<Sink>,
+        stats: WriterStats,
     ) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let stop = Arc::new(tokio::sync::Notify::new());
-        let stats = Arc::new(WriterStats::default());
+        let stats = Arc::new(stats);
         let task = tokio::spawn(run(
             store,
             clock,
@@ -185,8 +186,8 @@ async fn flush(
     let result = write_batch(store, s, events, now).await;
     match result {
         Ok(rows) => {
-            stats.events.fetch_add(n, Ordering::Relaxed);
-            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.events.inc_by(n);
+            stats.batches.inc();
             for a in acks {
                 let _ = a.send(Ok(()));
             }
@@ -195,7 +196,7 @@ async fn flush(
             }
         }
         Err(e) => {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
+            stats.failures.inc();
             tracing::error!(error = %e, events = n, "audit batch not written: requests fail");
             for a in acks {
                 let _ = a.send(Err(AuditUnavailable));
