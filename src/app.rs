@@ -88,8 +88,7 @@ impl App {
         .await?;
         let registry = Registry::from_rows(store.load_registry().await?, &kek);
         let metrics = Metrics::default();
-        let audit =
-            crate::audit::Audit::start(&config, &store, schema, clock.clone(), &metrics).await?;
+        let audit = crate::audit::Audit::start(&config, schema, clock.clone(), &metrics).await?;
         let memory = Arc::new(MemoryStore::default());
         let app = Arc::new(Self {
             token_endpoint: format!("{issuer}/token"),

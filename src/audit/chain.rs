@@ -32,7 +32,7 @@ const COLUMNS: &[&str] = &[
 ];
 
 /// Rows per INSERT statement (keeps bind parameters well under both backends' limits).
-const ROWS_PER_INSERT: usize = 400;
+pub(crate) const ROWS_PER_INSERT: usize = 400;
 
 /// Placeholder `n` (1-based) for the backend.
 pub(crate) fn ph(backend: DbBackend, n: usize) -> String {
@@ -120,17 +120,84 @@ fn opt(v: &Option<String>) -> Value {
 
 /// Chains `rows` after `head` (assigning sequence numbers and hashes) without writing.
 pub fn seal(head: &Head, stream: &str, node: &str, events: Vec<Event>) -> Vec<Row> {
+    let mut rows: Vec<Row> = events
+        .into_iter()
+        .map(|e| Row::from_event(e, stream, node, 0))
+        .collect();
+    seal_rows(head, &mut rows);
+    rows
+}
+
+/// (Re)numbers and (re)hashes `rows` to follow `head`; returns the new head.
+pub fn seal_rows(head: &Head, rows: &mut [Row]) -> Head {
     let mut prev = head.hash.clone();
     let mut seq = head.seq;
-    let mut rows = Vec::with_capacity(events.len());
-    for e in events {
+    for r in rows.iter_mut() {
         seq += 1;
-        let mut r = Row::from_event(e, stream, node, seq);
+        r.seq = seq;
         r.seal(&prev);
         prev.clone_from(&r.hash);
-        rows.push(r);
     }
-    rows
+    Head { seq, hash: prev }
+}
+
+/// `INSERT INTO audit_events (...) SELECT * FROM (VALUES (...), ...) AS v` plus `guard`, with
+/// placeholders numbered from `first` (PostgreSQL) and the values appended to `values`.
+pub(crate) fn insert_select(
+    b: DbBackend,
+    rows: &[Row],
+    first: usize,
+    guard: &str,
+    values: &mut Vec<Value>,
+) -> String {
+    let mut sql = format!(
+        "INSERT INTO audit_events ({}) SELECT * FROM (VALUES ",
+        COLUMNS.join(", ")
+    );
+    let mut n = first - 1;
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for j in 0..COLUMNS.len() {
+            if j > 0 {
+                sql.push(',');
+            }
+            n += 1;
+            sql.push_str(&ph(b, n));
+        }
+        sql.push(')');
+        push_values(values, r);
+    }
+    sql.push_str(") AS v ");
+    sql.push_str(guard);
+    sql
+}
+
+fn push_values(values: &mut Vec<Value>, r: &Row) {
+    values.extend([
+        r.id.clone().into(),
+        r.stream.clone().into(),
+        r.seq.into(),
+        r.time.into(),
+        r.node.clone().into(),
+        r.kind.clone().into(),
+        r.actor_kind.clone().into(),
+        r.actor_id.clone().into(),
+        opt(&r.subject),
+        opt(&r.agent),
+        opt(&r.server),
+        opt(&r.tool),
+        opt(&r.action),
+        opt(&r.decision),
+        r.reasons.clone().into(),
+        opt(&r.request_id),
+        opt(&r.source),
+        r.details.clone().into(),
+        r.prev_hash.clone().into(),
+        r.hash.clone().into(),
+    ]);
 }
 
 /// Inserts sealed rows and moves the head; the caller's transaction holds the head lock.
@@ -163,28 +230,7 @@ pub async fn write_rows<C: ConnectionTrait>(
                 sql.push_str(&ph(b, n));
             }
             sql.push(')');
-            values.extend([
-                r.id.clone().into(),
-                r.stream.clone().into(),
-                r.seq.into(),
-                r.time.into(),
-                r.node.clone().into(),
-                r.kind.clone().into(),
-                r.actor_kind.clone().into(),
-                r.actor_id.clone().into(),
-                opt(&r.subject),
-                opt(&r.agent),
-                opt(&r.server),
-                opt(&r.tool),
-                opt(&r.action),
-                opt(&r.decision),
-                r.reasons.clone().into(),
-                opt(&r.request_id),
-                opt(&r.source),
-                r.details.clone().into(),
-                r.prev_hash.clone().into(),
-                r.hash.clone().into(),
-            ]);
+            push_values(&mut values, r);
         }
         c.execute_raw(Statement::from_sql_and_values(b, sql, values))
             .await?;

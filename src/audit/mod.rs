@@ -29,10 +29,9 @@ pub use writer::{AuditUnavailable, Writer, WriterSettings};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::store::{Store, StoreError};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseTransaction, DbErr};
+use crate::store::StoreError;
+use sea_orm::{DatabaseTransaction, DbErr};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// This node's name: `audit_node`, else the host name, else `mandate`.
 pub fn node_name(config: &Config) -> String {
@@ -105,16 +104,14 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Starts the batch writer on the current runtime.
+    /// Starts the batch writer (its own thread, runtime and database connection).
     pub async fn start(
         config: &Config,
-        store: &Store,
         schema: Option<&str>,
         clock: Arc<dyn Clock>,
         metrics: &crate::metrics::Metrics,
     ) -> Result<Self, StoreError> {
         let node = node_name(config);
-        let writer_store = writer_store(config, store, schema).await?;
         let sink =
             match config.audit_sink.as_deref().filter(|s| !s.is_empty()) {
                 Some(target) => Some(sink::Sink::open(target).map_err(|e| {
@@ -132,8 +129,12 @@ impl Audit {
             sync_commit: config.audit_sync_commit,
             retention_secs: config.audit_retention_days.saturating_mul(86_400),
         };
+        let target = writer::Target {
+            url: config.database_url(),
+            schema: schema.map(str::to_string),
+        };
         let writer = Writer::start(
-            writer_store,
+            target,
             clock,
             settings,
             config.audit_queue_capacity,
@@ -143,7 +144,8 @@ impl Audit {
                 batches: metrics.audit_batches.clone(),
                 failures: metrics.audit_failures.clone(),
             },
-        );
+        )
+        .await?;
         Ok(Self {
             node,
             checkpoint_every: config.audit_checkpoint_every,
@@ -164,38 +166,4 @@ impl Audit {
     pub async fn record(&self, event: Event) -> Result<(), AuditUnavailable> {
         self.writer.record(event).await
     }
-}
-
-/// The writer's connection: on SQLite its own connection with `synchronous=NORMAL` (a commit
-/// survives a crash of Mandate, not necessarily of the machine) unless `audit_sync_commit`;
-/// on PostgreSQL the shared pool.
-async fn writer_store(
-    config: &Config,
-    store: &Store,
-    schema: Option<&str>,
-) -> Result<Store, StoreError> {
-    let url = config.database_url();
-    if !url.starts_with("sqlite:") {
-        return Ok(store.clone());
-    }
-    let _ = schema;
-    let sync = config.audit_sync_commit;
-    let mut opts = ConnectOptions::new(url);
-    opts.sqlx_logging(false)
-        .max_connections(1)
-        .min_connections(1)
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(30))
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .map_sqlx_sqlite_opts(move |o| {
-            o.busy_timeout(Duration::from_secs(5)).synchronous(if sync {
-                sqlx::sqlite::SqliteSynchronous::Full
-            } else {
-                sqlx::sqlite::SqliteSynchronous::Normal
-            })
-        });
-    let db = Database::connect(opts).await?;
-    db.execute_unprepared("SELECT 1").await?;
-    Ok(Store { db })
 }
