@@ -128,6 +128,7 @@ impl Audit {
             flush_interval_ms: config.audit_flush_interval_ms,
             sync_commit: config.audit_sync_commit,
             retention_secs: config.audit_retention_days.saturating_mul(86_400),
+            linger_us: config.audit_linger_us.min(100_000),
         };
         let target = writer::Target {
             url: config.database_url(),

@@ -44,7 +44,12 @@ pub struct WriterSettings {
     /// `synchronous_commit`, SQLite `synchronous=FULL`).
     pub sync_commit: bool,
     pub retention_secs: i64,
+    /// Microseconds the writer waits for more events when a batch is small.
+    pub linger_us: u64,
 }
+
+/// Batches smaller than this wait `linger_us` for more events.
+const LINGER_BELOW: usize = 64;
 
 /// Counters the writer keeps (exported as `mandate_audit_*` metrics).
 #[derive(Debug, Default, Clone)]
@@ -196,6 +201,7 @@ async fn run(
     let mut last_checkpoint = clock.now();
     let mut last_prune = 0i64;
     let max = w.s.batch_max.max(1);
+    let linger = w.s.linger_us;
     let mut batch: Vec<(Event, Ack)> = Vec::with_capacity(max);
     loop {
         let mut stopping = false;
@@ -226,6 +232,18 @@ async fn run(
                     sink.flush();
                 }
                 continue;
+            }
+        }
+        if !stopping && linger > 0 && batch.len() < max.min(LINGER_BELOW) {
+            // Group more events per commit: fewer, larger commits cost less CPU than this
+            // short wait adds to the latency (the writer has its own thread to block).
+            std::thread::sleep(std::time::Duration::from_micros(linger));
+            let room = max - batch.len();
+            for _ in 0..room {
+                match rx.try_recv() {
+                    Ok(x) => batch.push(x),
+                    Err(_) => break,
+                }
             }
         }
         if stopping {
