@@ -95,7 +95,7 @@ impl Default for Config {
             audit_queue_capacity: 8192,
             audit_batch_max: 1000,
             audit_flush_interval_ms: 1000,
-            audit_linger_us: 300,
+            audit_linger_us: 0,
             audit_checkpoint_every: 10_000,
             audit_checkpoint_interval_secs: 60,
             audit_sink: None,

@@ -111,7 +111,7 @@ impl Writer {
                         }
                     };
                     let _ = ready_tx.send(Ok(()));
-                    run(store, clock, settings, rx, stop2, sink, stats).await;
+                    run(store, &target, clock, settings, rx, stop2, sink, stats).await;
                 });
                 let _ = done_tx.send(());
             })
@@ -165,11 +165,15 @@ async fn connect(t: &Target, sync: bool) -> Result<Store, DbErr> {
     }
     if t.url.starts_with("sqlite:") {
         opts.map_sqlx_sqlite_opts(move |o| {
-            o.busy_timeout(Duration::from_secs(5)).synchronous(if sync {
-                sqlx::sqlite::SqliteSynchronous::Full
-            } else {
-                sqlx::sqlite::SqliteSynchronous::Normal
-            })
+            // The writer never checkpoints the WAL in its commit path (a checkpoint syncs the
+            // database file: milliseconds); a side connection does it on the timer.
+            o.busy_timeout(Duration::from_secs(5))
+                .pragma("wal_autocheckpoint", "0")
+                .synchronous(if sync {
+                    sqlx::sqlite::SqliteSynchronous::Full
+                } else {
+                    sqlx::sqlite::SqliteSynchronous::Normal
+                })
         });
     } else if !sync {
         opts.map_sqlx_postgres_opts(|o| o.options([("synchronous_commit", "off")]));
@@ -179,8 +183,13 @@ async fn connect(t: &Target, sync: bool) -> Result<Store, DbErr> {
     Ok(Store { db })
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the writer's whole state, moved in once"
+)]
 async fn run(
     store: Store,
+    target: &Target,
     clock: Arc<dyn Clock>,
     s: WriterSettings,
     mut rx: mpsc::Receiver<(Event, Ack)>,
@@ -199,6 +208,12 @@ async fn run(
         stats,
     };
     let mut last_checkpoint = clock.now();
+    // SQLite: checkpoints of the write-ahead log, off the writer's connection.
+    let checkpointer = match w.store.db.get_database_backend() {
+        DbBackend::Sqlite => connect(target, true).await.ok(),
+        _ => None,
+    };
+    let wal_busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut last_prune = 0i64;
     let max = w.s.batch_max.max(1);
     let linger = w.s.linger_us;
@@ -230,6 +245,17 @@ async fn run(
                 }
                 if let Some(sink) = &mut sink {
                     sink.flush();
+                }
+                if let Some(c) = &checkpointer
+                    && !wal_busy.swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    let (c, busy) = (c.clone(), wal_busy.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = c.db.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)").await {
+                            tracing::warn!(error = %e, "audit WAL checkpoint failed");
+                        }
+                        busy.store(false, std::sync::atomic::Ordering::Release);
+                    });
                 }
                 continue;
             }
