@@ -45,6 +45,8 @@ pub struct App {
     /// Tokens whose signatures this node has checked.
     pub verified: crate::tokens::VerifiedCache,
     pub throttle: crate::oauth::throttle::FailureThrottle,
+    /// The audit log: this node's stream and its batch writer.
+    pub audit: crate::audit::Audit,
     registry: ArcSwap<Registry>,
     revocations_synced_at: AtomicI64,
 }
@@ -88,10 +90,13 @@ impl App {
         Admin {
             store: &store,
             now: clock.now(),
+            audit: crate::audit::Trail::new(&config, crate::audit::Actor::system()),
         }
         .ensure_key(&config.signing_alg, &kek)
         .await?;
         let registry = Registry::from_rows(store.load_registry().await?, &kek);
+        let metrics = Metrics::default();
+        let audit = crate::audit::Audit::start(&config, schema, clock.clone(), &metrics).await?;
         let redis = match &config.redis_url {
             Some(url) => Some(Arc::new(
                 RedisBackend::connect(url, &config.redis_prefix)
@@ -117,7 +122,7 @@ impl App {
             store,
             clock,
             kek,
-            metrics: Metrics::default(),
+            metrics,
             replica: Replica::default(),
             backend,
             redis,
@@ -125,6 +130,7 @@ impl App {
             remote_jwks: RemoteJwks::default(),
             verified: Default::default(),
             throttle: Default::default(),
+            audit,
             registry: ArcSwap::from_pointee(registry),
             revocations_synced_at: AtomicI64::new(i64::MIN),
         });
@@ -137,11 +143,17 @@ impl App {
         self.registry.load()
     }
 
-    /// The registry write service.
+    /// The registry write service, as the system (start-up, tests).
     pub fn admin(&self) -> Admin<'_> {
+        self.admin_as(crate::audit::Actor::system())
+    }
+
+    /// The registry write service, for changes made by `actor` (audited).
+    pub fn admin_as(&self, actor: crate::audit::Actor) -> Admin<'_> {
         Admin {
             store: &self.store,
             now: self.clock.now(),
+            audit: self.audit.trail(actor),
         }
     }
 

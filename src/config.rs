@@ -54,6 +54,33 @@ pub struct Config {
     /// HTTP worker threads, each with its own runtime; default: one per CPU
     /// (`MANDATE_HTTP_WORKERS`).
     pub http_workers: Option<usize>,
+    /// This node's audit stream name; default: the host name (`MANDATE_AUDIT_NODE`).
+    pub audit_node: Option<String>,
+    /// Audit events waiting for the batch writer before requests wait too
+    /// (`MANDATE_AUDIT_QUEUE_CAPACITY`).
+    pub audit_queue_capacity: usize,
+    /// Most audit events written in one transaction (`MANDATE_AUDIT_BATCH_MAX`).
+    pub audit_batch_max: usize,
+    /// Tick of the audit writer's timer (sink flush, checkpoints, retention), in milliseconds
+    /// (`MANDATE_AUDIT_FLUSH_INTERVAL_MS`).
+    pub audit_flush_interval_ms: u64,
+    /// Microseconds the audit writer waits for more events when fewer than 64 are queued:
+    /// fewer, larger commits (`MANDATE_AUDIT_LINGER_US`).
+    pub audit_linger_us: u64,
+    /// A checkpoint of the stream head every this many events (`MANDATE_AUDIT_CHECKPOINT_EVERY`).
+    pub audit_checkpoint_every: i64,
+    /// ... and at least this often while events arrive, in seconds
+    /// (`MANDATE_AUDIT_CHECKPOINT_INTERVAL_SECS`).
+    pub audit_checkpoint_interval_secs: i64,
+    /// Also write every event as a JSON line to `stdout` or to this file (`MANDATE_AUDIT_SINK`).
+    pub audit_sink: Option<String>,
+    /// Days audit events are kept; whole checkpointed segments older than this are pruned;
+    /// 0 keeps everything (`MANDATE_AUDIT_RETENTION_DAYS`).
+    pub audit_retention_days: i64,
+    /// Acknowledge batched audit events only once the database has flushed them to disk
+    /// (survives a machine crash, at a large cost in token throughput); by default they are
+    /// acknowledged once committed, which survives a Mandate crash (`MANDATE_AUDIT_SYNC_COMMIT`).
+    pub audit_sync_commit: bool,
 }
 
 impl Default for Config {
@@ -79,6 +106,16 @@ impl Default for Config {
             redis_prefix: "mandate:".into(),
             session_lifetime_secs: 86_400,
             session_idle_secs: 3_600,
+            audit_node: None,
+            audit_queue_capacity: 8192,
+            audit_batch_max: 1000,
+            audit_flush_interval_ms: 1000,
+            audit_linger_us: 0,
+            audit_checkpoint_every: 10_000,
+            audit_checkpoint_interval_secs: 60,
+            audit_sink: None,
+            audit_retention_days: 365,
+            audit_sync_commit: false,
         }
     }
 }
@@ -146,6 +183,8 @@ impl Config {
                     "key_encryption_key",
                     "http_workers",
                     "redis_url",
+                    "audit_node",
+                    "audit_sink",
                 ]
                 .map(String::from),
             )
@@ -167,6 +206,17 @@ impl Config {
         if self.access_token_ttl_secs < 1 || self.access_token_ttl_secs > 86_400 {
             return Err(ConfigError::Invalid(
                 "access_token_ttl_secs must be between 1 and 86400".into(),
+            ));
+        }
+        if self.audit_queue_capacity == 0 || !(1..=10_000).contains(&self.audit_batch_max) {
+            return Err(ConfigError::Invalid(
+                "audit_queue_capacity must be positive and audit_batch_max 1-10000".into(),
+            ));
+        }
+        if self.audit_checkpoint_every < 1 || self.audit_retention_days < 0 {
+            return Err(ConfigError::Invalid(
+                "audit_checkpoint_every must be positive and audit_retention_days not negative"
+                    .into(),
             ));
         }
         if let Some(issuer) = &self.issuer {

@@ -76,6 +76,9 @@ enum Command {
         #[command(flatten)]
         out: Output,
     },
+    /// The audit log: verify its hash chains, export it.
+    #[command(subcommand)]
+    Audit(AuditCmd),
 }
 
 #[derive(Subcommand)]
@@ -94,6 +97,26 @@ enum SessionsCmd {
         agent: String,
         #[command(flatten)]
         out: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check every stream's hash chain, sequence and checkpoints; exits 1 on any problem.
+    Verify {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Print events as JSON lines, oldest first.
+    Export {
+        /// Unix seconds, RFC 3339 UTC time, or an age such as 24h or 7d.
+        #[arg(long)]
+        since: String,
+        #[arg(long)]
+        until: Option<String>,
+        /// Only jsonl.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
     },
 }
 
@@ -344,23 +367,27 @@ async fn run(cli: Cli, cfg: Config) -> Result<()> {
             let kind = mandate::sessions::Kind::parse(&kind)
                 .context("kind must be jti, session, agent, human or env")?;
             if kind == mandate::sessions::Kind::Agent {
-                app.kill_agent(&value).await?;
+                app.kill_agent(mandate::audit::Actor::cli(), &value).await?;
                 return print(
                     &out,
                     &serde_json::json!({"kind": "agent", "value": value}),
                     || format!("agent {value} killed"),
                 );
             }
-            let r = app.revoke_kind(kind, &value, None, None).await?;
+            let r = app
+                .revoke_kind(mandate::audit::Actor::cli(), kind, &value, None, None)
+                .await?;
             print(&out, &r, || format!("{} {} revoked", kind.as_str(), value))
         }
         Command::Agents(c) => agents(*c, &cfg, clock.now()).await,
         Command::Keys(c) => keys(c, &cfg, clock.now()).await,
+        Command::Audit(c) => audit(c, &cfg, clock.now()).await,
         Command::Admin(AdminCmd::Token { name, out }) => {
             let store = open_store(&cfg, None).await?;
             let token = Admin {
                 store: &store,
                 now: clock.now(),
+                audit: mandate::audit::Trail::cli(&cfg),
             }
             .create_admin_token(&name)
             .await?;
@@ -375,7 +402,11 @@ async fn run(cli: Cli, cfg: Config) -> Result<()> {
 
 async fn servers(c: ServersCmd, cfg: &Config, now: i64) -> Result<()> {
     let store = open_store(cfg, None).await?;
-    let admin = Admin { store: &store, now };
+    let admin = Admin {
+        store: &store,
+        now,
+        audit: mandate::audit::Trail::cli(cfg),
+    };
     match c {
         ServersCmd::Add {
             uri,
@@ -472,7 +503,11 @@ async fn rotate(admin: &Admin<'_>, id: &str, overlap: i64, out: &Output) -> Resu
 
 async fn agents(c: AgentsCmd, cfg: &Config, now: i64) -> Result<()> {
     let store = open_store(cfg, None).await?;
-    let admin = Admin { store: &store, now };
+    let admin = Admin {
+        store: &store,
+        now,
+        audit: mandate::audit::Trail::cli(cfg),
+    };
     match c {
         AgentsCmd::Add {
             name,
@@ -582,7 +617,7 @@ async fn agents(c: AgentsCmd, cfg: &Config, now: i64) -> Result<()> {
         }
         AgentsCmd::Kill { id } => {
             let app = server_side(cfg.clone()).await?;
-            app.kill_agent(&id).await?;
+            app.kill_agent(mandate::audit::Actor::cli(), &id).await?;
             println!("agent {id} killed: suspended, every token it held revoked, sessions ended");
             Ok(())
         }
@@ -607,7 +642,11 @@ async fn agents(c: AgentsCmd, cfg: &Config, now: i64) -> Result<()> {
 async fn keys(c: KeysCmd, cfg: &Config, now: i64) -> Result<()> {
     let store: Store = open_store(cfg, None).await?;
     let kek = Kek::load(cfg.key_encryption_key.as_deref(), &cfg.data_dir)?;
-    let admin = Admin { store: &store, now };
+    let admin = Admin {
+        store: &store,
+        now,
+        audit: mandate::audit::Trail::cli(cfg),
+    };
     match c {
         KeysCmd::List { out } => {
             let reg = Registry::from_rows(store.load_registry().await?, &kek);
@@ -675,7 +714,9 @@ async fn sessions(c: SessionsCmd, cfg: Config) -> Result<()> {
             })
         }
         SessionsCmd::Start { agent, out } => {
-            let s = app.start_session(&agent).await?;
+            let s = app
+                .start_session(mandate::audit::Actor::cli(), &agent)
+                .await?;
             print(&out, &s, || {
                 format!("session {} started for {}", s.sid, s.agent_id)
             })
@@ -684,9 +725,86 @@ async fn sessions(c: SessionsCmd, cfg: Config) -> Result<()> {
             if app.store.find_session(&sid).await?.is_none() {
                 bail!("no session {sid}");
             }
-            app.revoke_kind(mandate::sessions::Kind::Session, &sid, None, None)
-                .await?;
+            app.revoke_kind(
+                mandate::audit::Actor::cli(),
+                mandate::sessions::Kind::Session,
+                &sid,
+                None,
+                None,
+            )
+            .await?;
             println!("session {sid} revoked");
+            Ok(())
+        }
+    }
+}
+
+async fn audit(c: AuditCmd, cfg: &Config, now: i64) -> Result<()> {
+    use std::io::Write;
+    let store = open_store(cfg, None).await?;
+    match c {
+        AuditCmd::Verify { out } => {
+            let report = mandate::audit::verify::verify(&store).await?;
+            print(&out, &report, || {
+                let mut lines: Vec<String> = report
+                    .streams
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "stream {}: {} events, seq {}..{}, head {}, {} checkpoints{}",
+                            s.stream,
+                            s.events,
+                            s.first_seq.unwrap_or(0),
+                            s.last_seq.unwrap_or(0),
+                            s.head_seq.unwrap_or(0),
+                            s.checkpoints,
+                            s.pruned_through
+                                .map(|p| format!(", pruned through seq {p}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                for p in &report.problems {
+                    lines.push(format!(
+                        "PROBLEM [{}] stream {}: {}",
+                        p.kind, p.stream, p.message
+                    ));
+                }
+                lines.push(if report.ok {
+                    format!("audit log verified: {} events, no problems", report.events)
+                } else {
+                    format!(
+                        "audit log NOT verified: {} problem(s)",
+                        report.problems.len()
+                    )
+                });
+                lines.join("\n")
+            })?;
+            if !report.ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        AuditCmd::Export {
+            since,
+            until,
+            format,
+        } => {
+            if format != "jsonl" {
+                bail!("--format must be jsonl");
+            }
+            let parse =
+                |s: &str| mandate::audit::query::parse_time(s, now).map_err(anyhow::Error::msg);
+            let since = parse(&since)?;
+            let until = until.as_deref().map(parse).transpose()?.unwrap_or(now + 1);
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            mandate::audit::query::export(&store.db, since, until, |r| {
+                w.write_all(r.json_line().as_bytes())?;
+                w.write_all(b"\n")
+            })
+            .await?;
+            w.flush()?;
             Ok(())
         }
     }

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub tokens_refused: Family<RefusalLabels, Counter>,
     pub introspections: Family<IntrospectionLabels, Counter>,
     pub revocation_store_failures: Counter,
+    /// Audit events committed by the batch writer, its transactions, and failed batches.
+    pub audit_events: Counter,
+    pub audit_batches: Counter,
+    pub audit_failures: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -65,6 +69,23 @@ impl Default for Metrics {
         let tokens_refused = Family::<RefusalLabels, Counter>::default();
         let introspections = Family::<IntrospectionLabels, Counter>::default();
         let revocation_store_failures = Counter::default();
+        let (audit_events, audit_batches, audit_failures) =
+            (Counter::default(), Counter::default(), Counter::default());
+        registry.register(
+            "audit_events_written",
+            "Audit events committed by the batch writer",
+            audit_events.clone(),
+        );
+        registry.register(
+            "audit_batches",
+            "Audit batch transactions committed",
+            audit_batches.clone(),
+        );
+        registry.register(
+            "audit_batch_failures",
+            "Audit batches that could not be written (their requests failed)",
+            audit_failures.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by endpoint and status",
@@ -103,6 +124,9 @@ impl Default for Metrics {
             tokens_refused,
             introspections,
             revocation_store_failures,
+            audit_events,
+            audit_batches,
+            audit_failures,
         }
     }
 }

@@ -54,6 +54,8 @@ impl Running {
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        // Every request has been answered: write what the audit queue still holds.
+        self.app.audit.writer.shutdown().await;
         for t in &self.upkeep {
             t.abort();
         }

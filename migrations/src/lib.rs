@@ -3,6 +3,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m0001_registry;
+mod m0002_audit;
 mod m0003_sessions;
 
 pub struct Migrator;
@@ -12,6 +13,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m0001_registry::Migration),
+            Box::new(m0002_audit::Migration),
             Box::new(m0003_sessions::Migration),
         ]
     }

@@ -44,8 +44,14 @@ pub fn routes(max_body: usize) -> Router<AppState> {
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
 }
 
-/// A caller holding a valid admin token.
-pub struct AdminCaller;
+/// A caller holding a valid admin token (its id, for the audit record).
+pub struct AdminCaller(pub String);
+
+impl AdminCaller {
+    pub fn actor(&self) -> crate::audit::Actor {
+        crate::audit::Actor::new(crate::audit::ActorKind::Admin, self.0.clone())
+    }
+}
 
 impl FromRequestParts<AppState> for AdminCaller {
     type Rejection = ErrorResponse;
@@ -59,7 +65,7 @@ impl FromRequestParts<AppState> for AdminCaller {
             .ok_or(OAuthError::InvalidToken)?;
         app.registry()
             .admin_token(token)
-            .map(|_| AdminCaller)
+            .map(|id| AdminCaller(id.to_string()))
             .ok_or(ErrorResponse(OAuthError::InvalidToken))
     }
 }
@@ -141,23 +147,23 @@ async fn get_server(
 }
 
 async fn create_server(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     body: Result<Json<ServerManifest>, JsonRejection>,
 ) -> AdminResult {
     let Json(m) = body?;
-    let created = app.admin().create_server(&m).await?;
+    let created = app.admin_as(caller.actor()).create_server(&m).await?;
     after_change(&app).await;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 async fn import_server(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     body: Result<Json<ServerManifest>, JsonRejection>,
 ) -> AdminResult {
     let Json(m) = body?;
-    let created = app.admin().import_server(&m).await?;
+    let created = app.admin_as(caller.actor()).import_server(&m).await?;
     after_change(&app).await;
     let status = if created.created {
         StatusCode::CREATED
@@ -168,11 +174,11 @@ async fn import_server(
 }
 
 async fn delete_server(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> AdminResult {
-    app.admin().delete_server(&id).await?;
+    app.admin_as(caller.actor()).delete_server(&id).await?;
     after_change(&app).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -189,13 +195,16 @@ fn default_overlap() -> i64 {
 }
 
 async fn rotate_secret(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     Path(id): Path<String>,
     body: Option<Json<RotateSecret>>,
 ) -> AdminResult {
     let overlap = body.map_or_else(default_overlap, |Json(b)| b.overlap_secs);
-    let rotated = app.admin().rotate_secret(&id, overlap).await?;
+    let rotated = app
+        .admin_as(caller.actor())
+        .rotate_secret(&id, overlap)
+        .await?;
     after_change(&app).await;
     Ok(Json(rotated).into_response())
 }
@@ -225,45 +234,45 @@ async fn get_agent(
 }
 
 async fn create_agent(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     body: Result<Json<NewAgent>, JsonRejection>,
 ) -> AdminResult {
     let Json(n) = body?;
-    let created = app.admin().create_agent(&n).await?;
+    let created = app.admin_as(caller.actor()).create_agent(&n).await?;
     after_change(&app).await;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 async fn update_agent(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     Path(id): Path<String>,
     body: Result<Json<AgentPatch>, JsonRejection>,
 ) -> AdminResult {
     let Json(p) = body?;
-    let agent = app.admin().update_agent(&id, &p).await?;
+    let agent = app.admin_as(caller.actor()).update_agent(&id, &p).await?;
     after_change(&app).await;
     Ok(Json(agent).into_response())
 }
 
 async fn delete_agent(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> AdminResult {
-    app.admin().delete_agent(&id).await?;
+    app.admin_as(caller.actor()).delete_agent(&id).await?;
     after_change(&app).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn suspend_agent(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> AdminResult {
     let agent = app
-        .admin()
+        .admin_as(caller.actor())
         .set_agent_status(&id, AgentStatus::Suspended)
         .await?;
     after_change(&app).await;
@@ -271,12 +280,12 @@ async fn suspend_agent(
 }
 
 async fn activate_agent(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> AdminResult {
     let agent = app
-        .admin()
+        .admin_as(caller.actor())
         .set_agent_status(&id, AgentStatus::Active)
         .await?;
     after_change(&app).await;
@@ -299,25 +308,28 @@ struct RotateKey {
 }
 
 async fn rotate_key(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     body: Option<Json<RotateKey>>,
 ) -> AdminResult {
     let b = body.map(|Json(b)| b).unwrap_or_default();
     let alg = b.alg.unwrap_or_else(|| app.config.signing_alg.clone());
     let lead = b.lead_secs.unwrap_or(app.config.key_publish_lead_secs);
-    let m = app.admin().add_key(&alg, lead, &app.kek).await?;
+    let m = app
+        .admin_as(caller.actor())
+        .add_key(&alg, lead, &app.kek)
+        .await?;
     after_change(&app).await;
     Ok(Json(json!({"kid": m.kid, "alg": m.alg, "activates_at": m.activates_at})).into_response())
 }
 
 /// The kill switch.
 async fn kill_agent(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> AdminResult {
-    let agent = app.kill_agent(&id).await?;
+    let agent = app.kill_agent(caller.actor(), &id).await?;
     Ok(Json(agent).into_response())
 }
 
@@ -363,7 +375,7 @@ async fn check_revocation(app: &AppState, kind: Kind, value: &str) -> Result<(),
 }
 
 async fn revoke(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     body: Result<Json<RevokeBody>, JsonRejection>,
 ) -> AdminResult {
@@ -373,14 +385,16 @@ async fn revoke(
     })?;
     check_revocation(&app, kind, &b.value).await?;
     if kind == Kind::Agent {
-        let agent = app.kill_agent(&b.value).await?;
+        let agent = app.kill_agent(caller.actor(), &b.value).await?;
         return Ok((
             StatusCode::CREATED,
             Json(json!({"kind": "agent", "value": agent.id})),
         )
             .into_response());
     }
-    let r = app.revoke_kind(kind, &b.value, None, None).await?;
+    let r = app
+        .revoke_kind(caller.actor(), kind, &b.value, None, None)
+        .await?;
     Ok((StatusCode::CREATED, Json(r)).into_response())
 }
 
@@ -401,21 +415,23 @@ async fn list_sessions(
 }
 
 async fn revoke_session(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     Path(sid): Path<String>,
 ) -> AdminResult {
     check_revocation(&app, Kind::Session, &sid).await?;
-    let r = app.revoke_kind(Kind::Session, &sid, None, None).await?;
+    let r = app
+        .revoke_kind(caller.actor(), Kind::Session, &sid, None, None)
+        .await?;
     Ok(Json(r).into_response())
 }
 
 /// Starts a session explicitly.
 async fn start_session(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> AdminResult {
-    let s = app.start_session(&id).await?;
+    let s = app.start_session(caller.actor(), &id).await?;
     Ok((StatusCode::CREATED, Json(s)).into_response())
 }

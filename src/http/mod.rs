@@ -1,5 +1,6 @@
 //! HTTP: routers, extractors and the one place where errors become responses.
 mod admin;
+mod audit;
 mod metadata;
 mod oauth;
 mod ops;
@@ -23,6 +24,7 @@ pub fn router(state: AppState) -> Router {
         .merge(metadata::routes())
         .merge(ops::routes())
         .nest("/admin/v1", admin::routes(state.config.max_body_bytes))
+        .merge(audit::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

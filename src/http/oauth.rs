@@ -23,11 +23,27 @@ async fn token(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let mut seen = crate::audit::Seen::default();
     let result = async {
         let body = form_body(&headers, body, app.config.max_body_bytes).await?;
-        app.token(peer.ip(), authorization(&headers)?, &body).await
+        let auth = authorization(&headers)?;
+        let r = app.token(peer.ip(), auth, &body, &mut seen).await;
+        if r.is_err() {
+            seen.note_request(auth, &body);
+        }
+        r
     }
     .await;
+    let result = app
+        .audit
+        .token(
+            app.clock.now(),
+            peer.ip(),
+            request_id(&headers),
+            seen,
+            result,
+        )
+        .await;
     match result {
         Ok(v) => {
             app.metrics
@@ -54,12 +70,32 @@ async fn introspect(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let mut seen = crate::audit::Seen::default();
+    let mut fingerprint_of = None;
     let result = async {
         let body = form_body(&headers, body, app.config.max_body_bytes).await?;
-        app.introspect(peer.ip(), authorization(&headers)?, &body)
-            .await
+        let auth = authorization(&headers)?;
+        let r = app.introspect(peer.ip(), auth, &body, &mut seen).await;
+        if !matches!(&r, Ok(v) if v["active"] == true) {
+            seen.note_request(auth, &body);
+            fingerprint_of = crate::oauth::Params::parse(&body)
+                .ok()
+                .and_then(|p| p.get("token").map(str::to_string));
+        }
+        r
     }
     .await;
+    let result = app
+        .audit
+        .introspection(
+            app.clock.now(),
+            peer.ip(),
+            request_id(&headers),
+            seen,
+            fingerprint_of.as_deref(),
+            result,
+        )
+        .await;
     match result {
         Ok(v) => {
             let active = v["active"].as_bool().unwrap_or(false);
@@ -99,6 +135,11 @@ async fn revoke(
         Ok(()) => no_store_json(serde_json::json!({})),
         Err(e) => ErrorResponse(e).into_response(),
     }
+}
+
+/// The caller's `X-Request-Id`, for the audit record.
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    crate::audit::record::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok()))
 }
 
 /// The authorization endpoint is published because MCP clients require the metadata member

@@ -44,12 +44,13 @@ impl App {
         }
     }
 
-    /// `POST /token`.
+    /// `POST /token`. What it decides is noted in `seen` for the audit event.
     pub async fn token(
         &self,
         peer: IpAddr,
         authorization: Option<&str>,
         body: &[u8],
+        seen: &mut crate::audit::Seen,
     ) -> Result<TokenResponse, OAuthError> {
         let p = Params::parse(body)?;
         let now = self.clock.now();
@@ -66,6 +67,7 @@ impl App {
                 "MCP server credentials cannot obtain tokens".into(),
             ));
         };
+        seen.agent = Some(agent.clone());
         if !self.backend.healthy() {
             // Never issue a token nobody could revoke.
             return Err(OAuthError::TemporarilyUnavailable(
@@ -102,6 +104,7 @@ impl App {
         let token = key
             .sign_jwt(&claims)
             .ok_or_else(|| OAuthError::ServerError("signing failed".into()))?;
+        seen.issued(&claims, registry.server_by_resource(&claims.aud).cloned());
         Ok(TokenResponse {
             access_token: token,
             token_type: "Bearer",
@@ -117,6 +120,7 @@ impl App {
         peer: IpAddr,
         authorization: Option<&str>,
         body: &[u8],
+        seen: &mut crate::audit::Seen,
     ) -> Result<Value, OAuthError> {
         let p = Params::parse(body)?;
         let now = self.clock.now();
@@ -130,6 +134,7 @@ impl App {
                 "only MCP servers may introspect",
             ));
         };
+        seen.server = Some(server.clone());
         let token = p.require("token")?;
         let inactive = json!({ "active": false });
         let Ok(c) = self.verified.verify(
@@ -225,7 +230,12 @@ impl App {
                 "the token was not issued to this client".into(),
             ));
         }
+        let by = match admin_id {
+            Some(id) => crate::audit::Actor::new(crate::audit::ActorKind::Admin, id),
+            None => crate::audit::Actor::new(crate::audit::ActorKind::Agent, &c.client_id),
+        };
         self.revoke_kind(
+            by,
             crate::sessions::Kind::Jti,
             &c.jti,
             Some(&c.client_id),

@@ -2,6 +2,7 @@
 //! with a registry version bump, and return what the operator must see once (secrets).
 use super::{agent_from_model, server_from_model};
 use crate::agents::{Agent, AgentPatch, AgentStatus, AuthMethod, NewAgent, TrustLevel};
+use crate::audit::{self, Detail, kinds};
 use crate::resources::{McpServer, ServerManifest, canonical_resource, valid_name};
 use crate::secrets;
 use crate::sessions::{Kind, Revocation};
@@ -71,9 +72,19 @@ pub struct RotatedSecret {
 pub struct Admin<'a> {
     pub store: &'a Store,
     pub now: i64,
+    /// Who makes the changes; each change writes its audit event in its own transaction.
+    pub audit: crate::audit::Trail,
 }
 
 impl Admin<'_> {
+    fn event(&self, kind: audit::Kind, subject: &str) -> audit::Event {
+        self.audit.event(kind, self.now).subject(subject)
+    }
+
+    async fn record(&self, tx: &DatabaseTransaction, e: audit::Event) -> Result<(), AdminError> {
+        Ok(self.audit.record(tx, self.now, e).await?)
+    }
+
     async fn add_secret(
         &self,
         tx: &DatabaseTransaction,
@@ -129,6 +140,20 @@ impl Admin<'_> {
                 (model, Some(secret), true)
             }
         };
+        let kind = if created {
+            kinds::SERVER_CREATED
+        } else {
+            kinds::SERVER_UPDATED
+        };
+        let ev = self
+            .event(kind, &model.id)
+            .server(model.id.clone())
+            .action(if created { "create" } else { "update" })
+            .detail_str("resource", model.resource_uri.clone())
+            .detail_str("name", model.name.clone())
+            .detail_str("environment", model.environment.clone())
+            .detail("tools", Detail::List(tools.keys().cloned().collect()));
+        self.record(&tx, ev).await?;
         bump_registry_version(&tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         let server = server_from_model(model).map_err(AdminError::Invalid)?;
@@ -166,6 +191,11 @@ impl Admin<'_> {
             .filter(client_secret::Column::ClientId.eq(id))
             .exec(&tx)
             .await?;
+        let ev = self
+            .event(kinds::SERVER_DELETED, id)
+            .server(id)
+            .action("delete");
+        self.record(&tx, ev).await?;
         bump_registry_version(&tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
@@ -205,6 +235,17 @@ impl Admin<'_> {
             }
         }
         let secret = self.add_secret(&tx, client_id).await?;
+        let mut ev = self
+            .event(kinds::SECRET_ROTATED, client_id)
+            .action("rotate_secret")
+            .detail_str("secret_fingerprint", secrets::fingerprint(&secret))
+            .detail("previous_expire_at", Detail::Int(until));
+        if is_agent.is_some() {
+            ev = ev.agent(client_id);
+        } else {
+            ev = ev.server(client_id);
+        }
+        self.record(&tx, ev).await?;
         bump_registry_version(&tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(RotatedSecret {
@@ -298,6 +339,18 @@ impl Admin<'_> {
         } else {
             None
         };
+        let ev = self
+            .event(kinds::AGENT_CREATED, &id)
+            .agent(id.clone())
+            .action("create")
+            .detail_str("name", model.name.clone())
+            .detail_str("owner", model.owner.clone())
+            .detail_str("environment", model.environment.clone())
+            .detail_str("trust_level", model.trust_level.clone())
+            .detail_str("auth_method", model.auth_method.clone())
+            .detail("allowed_resources", Detail::List(resources))
+            .detail("scope_ceiling", Detail::List(ceiling));
+        self.record(&tx, ev).await?;
         bump_registry_version(&tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         let agent = agent_from_model(model).map_err(AdminError::Invalid)?;
@@ -379,6 +432,31 @@ impl Admin<'_> {
         }
         am.updated_at = Set(self.now);
         let model = am.update(&tx).await?;
+        let changed: Vec<String> = [
+            ("name", p.name.is_some()),
+            ("purpose", p.purpose.is_some()),
+            ("justification", p.justification.is_some()),
+            ("owner", p.owner.is_some()),
+            ("trust_level", p.trust_level.is_some()),
+            ("allowed_resources", p.allowed_resources.is_some()),
+            ("scope_ceiling", p.scope_ceiling.is_some()),
+            ("token_ttl_cap", p.token_ttl_cap.is_some()),
+            ("jwks", p.jwks.is_some() || p.jwks_uri.is_some()),
+        ]
+        .iter()
+        .filter(|(_, c)| *c)
+        .map(|(n, _)| (*n).to_string())
+        .collect();
+        let ev = self
+            .event(kinds::AGENT_UPDATED, id)
+            .agent(id)
+            .action("update")
+            .detail("changed", Detail::List(changed))
+            .detail_str("trust_level", model.trust_level.clone())
+            .detail_str("owner", model.owner.clone())
+            .detail_str("allowed_resources", model.allowed_resources.clone())
+            .detail_str("scope_ceiling", model.scope_ceiling.clone());
+        self.record(&tx, ev).await?;
         bump_registry_version(&tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         agent_from_model(model).map_err(AdminError::Invalid)
@@ -398,6 +476,12 @@ impl Admin<'_> {
         am.status = Set(status.as_str().into());
         am.updated_at = Set(self.now);
         let model = am.update(&tx).await?;
+        let ev = self
+            .event(kinds::AGENT_STATUS_CHANGED, id)
+            .agent(id)
+            .action(status.as_str())
+            .detail_str("status", status.as_str());
+        self.record(&tx, ev).await?;
         bump_registry_version(&tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         agent_from_model(model).map_err(AdminError::Invalid)
@@ -426,7 +510,18 @@ impl Admin<'_> {
             until,
         };
         insert_revocation_tx(&tx, &r, Some(id)).await?;
-        end_sessions_tx(&tx, Some(id), None, self.now).await?;
+        let ended = end_sessions_tx(&tx, Some(id), None, self.now).await?;
+        let ev = self
+            .event(kinds::AGENT_KILLED, id)
+            .agent(id)
+            .action("kill")
+            .decision(audit::Decision::Permit)
+            .detail("cutoff", Detail::Int(r.at))
+            .detail(
+                "sessions_ended",
+                Detail::Int(i64::try_from(ended).unwrap_or(i64::MAX)),
+            );
+        self.record(&tx, ev).await?;
         bump_registry_version(&tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok((agent_from_model(model).map_err(AdminError::Invalid)?, r))
@@ -444,6 +539,15 @@ impl Admin<'_> {
         if r.kind == Kind::Session {
             end_sessions_tx(&tx, None, Some(&r.value), self.now).await?;
         }
+        let mut ev = self
+            .event(kinds::TOKEN_REVOKED, &r.value)
+            .action("revoke")
+            .decision(audit::Decision::Permit)
+            .detail_str("kind", r.kind.as_str())
+            .detail("cutoff", Detail::Int(r.at))
+            .detail("expires_at", Detail::Int(r.until));
+        ev.agent = client_id.map(str::to_string);
+        self.record(&tx, ev).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
@@ -458,6 +562,11 @@ impl Admin<'_> {
             .filter(client_secret::Column::ClientId.eq(id))
             .exec(&tx)
             .await?;
+        let ev = self
+            .event(kinds::AGENT_DELETED, id)
+            .agent(id)
+            .action("delete");
+        self.record(&tx, ev).await?;
         bump_registry_version(&tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
@@ -467,14 +576,21 @@ impl Admin<'_> {
     pub async fn create_admin_token(&self, name: &str) -> Result<String, AdminError> {
         let token = secrets::generate(secrets::ADMIN_TOKEN_PREFIX);
         let tx = self.store.begin().await?;
+        let id = secrets::random_id("adm_");
         admin_token::ActiveModel {
-            id: Set(secrets::random_id("adm_")),
+            id: Set(id.clone()),
             name: Set(name.to_string()),
             token_hash: Set(secrets::hex(&secrets::hash(&token))),
             created_at: Set(self.now),
         }
         .insert(&tx)
         .await?;
+        let ev = self
+            .event(kinds::ADMIN_TOKEN_CREATED, &id)
+            .action("create")
+            .detail_str("name", name)
+            .detail_str("token_fingerprint", secrets::fingerprint(&token));
+        self.record(&tx, ev).await?;
         bump_registry_version(&tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(token)
@@ -507,6 +623,12 @@ impl Admin<'_> {
         }
         .insert(&tx)
         .await?;
+        let ev = self
+            .event(kinds::KEY_ADDED, &model.kid)
+            .action("create")
+            .detail_str("alg", model.alg.clone())
+            .detail("activates_at", Detail::Int(model.activates_at));
+        self.record(&tx, ev).await?;
         bump_registry_version(&tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(model)

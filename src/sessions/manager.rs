@@ -142,7 +142,11 @@ impl App {
 
     /// Starts a new session for an agent explicitly; its next tokens belong to it. The session
     /// it replaces ends for new tokens (tokens already issued in it live out their lifetime).
-    pub async fn start_session(&self, agent_id: &str) -> Result<SessionView, AdminError> {
+    pub async fn start_session(
+        &self,
+        by: crate::audit::Actor,
+        agent_id: &str,
+    ) -> Result<SessionView, AdminError> {
         let now = self.clock.now();
         let agent = self
             .registry()
@@ -159,6 +163,15 @@ impl App {
             .await
             .map_err(|_| AdminError::Unavailable)?;
         self.drop_cached_session(agent_id);
+        let trail = self.audit.trail(by);
+        let ev = trail
+            .event(crate::audit::kinds::SESSION_STARTED, now)
+            .subject(rec.sid.clone())
+            .agent(agent_id)
+            .action("start_session");
+        if self.audit.record(ev).await.is_err() {
+            return Err(AdminError::Unavailable);
+        }
         Ok(SessionView {
             sid: rec.sid,
             agent_id: rec.agent_id,
@@ -261,6 +274,7 @@ impl App {
     /// Revokes by kind and value (admin API, CLI through the server, `/revoke`).
     pub async fn revoke_kind(
         &self,
+        by: crate::audit::Actor,
         kind: Kind,
         value: &str,
         client_id: Option<&str>,
@@ -273,7 +287,7 @@ impl App {
             at: now,
             until: self.revocation_until(kind, now, token_exp),
         };
-        self.admin().revoke(&r, client_id).await?;
+        self.admin_as(by).revoke(&r, client_id).await?;
         self.publish_revocation(&r)
             .await
             .map_err(|_| AdminError::Unavailable)?;
@@ -282,10 +296,10 @@ impl App {
 
     /// The kill switch: suspend, revoke everything the agent holds, end its sessions, tell
     /// every node.
-    pub async fn kill_agent(&self, id: &str) -> Result<Agent, AdminError> {
+    pub async fn kill_agent(&self, by: crate::audit::Actor, id: &str) -> Result<Agent, AdminError> {
         let now = self.clock.now();
         let until = self.revocation_until(Kind::Agent, now, None);
-        let (agent, r) = self.admin().kill_agent(id, until).await?;
+        let (agent, r) = self.admin_as(by).kill_agent(id, until).await?;
         self.drop_cached_session(id);
         self.publish_revocation(&r)
             .await

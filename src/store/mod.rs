@@ -73,7 +73,19 @@ impl Store {
         Ok(())
     }
 
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so a
+    /// transaction that reads before it writes never fails with a stale snapshot when another
+    /// connection (the audit writer) committed in between.
     pub async fn begin(&self) -> Result<DatabaseTransaction, StoreError> {
+        if self.db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            return Ok(self
+                .db
+                .begin_with_options(sea_orm::TransactionOptions {
+                    sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                })
+                .await?);
+        }
         Ok(self.db.begin().await?)
     }
 
@@ -255,6 +267,28 @@ impl Store {
             .await?
             .rows_affected)
     }
+}
+
+/// Inserts a revocation inside a transaction (with its audit event).
+pub async fn insert_revocation_in(
+    tx: &DatabaseTransaction,
+    kind: &str,
+    value: &str,
+    client_id: Option<&str>,
+    expires_at: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    revocation::ActiveModel {
+        kind: Set(kind.to_string()),
+        value: Set(value.to_string()),
+        client_id: Set(client_id.map(str::to_string)),
+        expires_at: Set(expires_at),
+        created_at: Set(now),
+        ..Default::default()
+    }
+    .insert(tx)
+    .await?;
+    Ok(())
 }
 
 /// Bumps the registry version inside a write transaction, so every node reloads.

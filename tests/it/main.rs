@@ -9,6 +9,7 @@
 mod harness;
 
 mod admin_api;
+mod audit;
 mod client_auth;
 mod introspection;
 mod keys;

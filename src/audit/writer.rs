@@ -1,0 +1,462 @@
+//! The batch writer for high-rate events (token and introspection decisions).
+//!
+//! A request pushes its [`Event`] into a bounded queue and waits for the writer's
+//! acknowledgement before it answers: the writer takes whatever is queued (up to
+//! `audit_batch_max`), chains, hashes and inserts it in one transaction, commits, then wakes
+//! every request of the batch. While one batch commits the next one fills (group commit), so
+//! the per-request cost on the HTTP thread is building a small struct and two wake-ups.
+//! When the queue is full, `record` waits (back-pressure); nothing is dropped.
+//!
+//! The writer is its own thread with its own single-threaded runtime and its own database
+//! connection, so it depends on no caller's runtime. It keeps its stream head in memory and
+//! writes a batch in one round trip: a compare-and-set of the head and the insert, guarded by
+//! it (a single statement on PostgreSQL; one multi-statement transaction on SQLite). When
+//! another writer moved the head (a registry change recorded in its own transaction, another
+//! process with the same node name), it falls back to locking and re-reading the head and
+//! re-chains the batch.
+use super::chain::{self, Head, ROWS_PER_INSERT};
+use super::event::{Event, Row};
+use super::sink::Sink;
+use crate::clock::Clock;
+use crate::store::Store;
+use prometheus_client::metrics::counter::Counter;
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, TransactionTrait, Value};
+use std::sync::Arc;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// The audit log could not take the event; the request must fail (fail closed).
+#[derive(Debug, thiserror::Error)]
+#[error("audit log unavailable")]
+pub struct AuditUnavailable;
+
+type Ack = oneshot::Sender<Result<(), AuditUnavailable>>;
+
+/// Settings of the writer, from [`crate::config::Config`].
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub stream: String,
+    pub node: String,
+    pub batch_max: usize,
+    pub checkpoint_every: i64,
+    pub checkpoint_interval_secs: i64,
+    pub flush_interval_ms: u64,
+    /// Wait for the database to flush to disk before acknowledging (PostgreSQL
+    /// `synchronous_commit`, SQLite `synchronous=FULL`).
+    pub sync_commit: bool,
+    pub retention_secs: i64,
+    /// Microseconds the writer waits for more events when a batch is small.
+    pub linger_us: u64,
+}
+
+/// Batches smaller than this wait `linger_us` for more events.
+const LINGER_BELOW: usize = 64;
+
+/// Counters the writer keeps (exported as `mandate_audit_*` metrics).
+#[derive(Debug, Default, Clone)]
+pub struct WriterStats {
+    pub events: Counter,
+    pub batches: Counter,
+    pub failures: Counter,
+}
+
+/// The sending side, held by `App`.
+#[derive(Debug)]
+pub struct Writer {
+    tx: mpsc::Sender<(Event, Ack)>,
+    stop: Arc<tokio::sync::Notify>,
+    done: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+/// How the writer reaches the database (connected on the writer's own runtime).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    pub schema: Option<String>,
+}
+
+impl Writer {
+    /// Starts the writer thread; returns once its database connection is up.
+    pub async fn start(
+        target: Target,
+        clock: Arc<dyn Clock>,
+        settings: WriterSettings,
+        capacity: usize,
+        sink: Option<Sink>,
+        stats: WriterStats,
+    ) -> Result<Self, DbErr> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<(), DbErr>>();
+        let (done_tx, done_rx) = oneshot::channel();
+        let stop2 = stop.clone();
+        std::thread::Builder::new()
+            .name("mandate-audit".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(DbErr::Custom(e.to_string())));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let store = match connect(&target, settings.sync_commit).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    run(store, &target, clock, settings, rx, stop2, sink, stats).await;
+                });
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| DbErr::Custom(format!("cannot start the audit writer: {e}")))?;
+        ready_rx
+            .await
+            .map_err(|_| DbErr::Custom("the audit writer did not start".into()))??;
+        Ok(Self {
+            tx,
+            stop,
+            done: Mutex::new(Some(done_rx)),
+        })
+    }
+
+    /// Queues `event` and waits until it is committed. Waits while the queue is full.
+    pub async fn record(&self, event: Event) -> Result<(), AuditUnavailable> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send((event, ack))
+            .await
+            .map_err(|_| AuditUnavailable)?;
+        done.await.map_err(|_| AuditUnavailable)?
+    }
+
+    /// Writes what is queued, then stops the writer (graceful shutdown).
+    pub async fn shutdown(&self) {
+        self.stop.notify_one();
+        let done = self.done.lock().await.take();
+        if let Some(d) = done {
+            let _ = d.await;
+        }
+    }
+}
+
+/// The writer's own connection. SQLite: `synchronous=NORMAL` unless `sync`, so a commit
+/// survives a crash of Mandate (not necessarily of the machine) without an fsync; PostgreSQL:
+/// `synchronous_commit=off` unless `sync`, so a commit survives a crash of Mandate (a crash of
+/// PostgreSQL itself may lose the last few hundred milliseconds).
+async fn connect(t: &Target, sync: bool) -> Result<Store, DbErr> {
+    use std::time::Duration;
+    let mut opts = sea_orm::ConnectOptions::new(t.url.clone());
+    opts.sqlx_logging(false)
+        .max_connections(1)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(None)
+        .max_lifetime(None);
+    if let Some(schema) = &t.schema {
+        opts.set_schema_search_path(schema.clone());
+    }
+    if t.url.starts_with("sqlite:") {
+        opts.map_sqlx_sqlite_opts(move |o| {
+            // The writer never checkpoints the WAL in its commit path (a checkpoint syncs the
+            // database file: milliseconds); a side connection does it on the timer.
+            o.busy_timeout(Duration::from_secs(5))
+                .pragma("wal_autocheckpoint", "0")
+                .synchronous(if sync {
+                    sqlx::sqlite::SqliteSynchronous::Full
+                } else {
+                    sqlx::sqlite::SqliteSynchronous::Normal
+                })
+        });
+    } else if !sync {
+        opts.map_sqlx_postgres_opts(|o| o.options([("synchronous_commit", "off")]));
+    }
+    let db = sea_orm::Database::connect(opts).await?;
+    db.execute_unprepared("SELECT 1").await?;
+    Ok(Store { db })
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the writer's whole state, moved in once"
+)]
+async fn run(
+    store: Store,
+    target: &Target,
+    clock: Arc<dyn Clock>,
+    s: WriterSettings,
+    mut rx: mpsc::Receiver<(Event, Ack)>,
+    stop: Arc<tokio::sync::Notify>,
+    mut sink: Option<Sink>,
+    stats: WriterStats,
+) {
+    let mut timer = tokio::time::interval(std::time::Duration::from_millis(
+        s.flush_interval_ms.max(10),
+    ));
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut w = State {
+        store,
+        s,
+        head: None,
+        stats,
+    };
+    let mut last_checkpoint = clock.now();
+    // SQLite: checkpoints of the write-ahead log, off the writer's connection.
+    let checkpointer = match w.store.db.get_database_backend() {
+        DbBackend::Sqlite => connect(target, true).await.ok(),
+        _ => None,
+    };
+    let wal_busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut last_prune = 0i64;
+    let max = w.s.batch_max.max(1);
+    let linger = w.s.linger_us;
+    let mut batch: Vec<(Event, Ack)> = Vec::with_capacity(max);
+    loop {
+        let mut stopping = false;
+        tokio::select! {
+            biased;
+            n = rx.recv_many(&mut batch, max) => {
+                if n == 0 {
+                    stopping = true;
+                }
+            }
+            () = stop.notified() => stopping = true,
+            _ = timer.tick() => {
+                let now = clock.now();
+                if now - last_checkpoint >= w.s.checkpoint_interval_secs {
+                    last_checkpoint = now;
+                    if let Err(e) = chain::checkpoint_if_moved(&w.store.db, &w.s.stream, now).await {
+                        tracing::warn!(error = %e, "audit checkpoint failed");
+                    }
+                }
+                if w.s.retention_secs > 0 && now.saturating_sub(last_prune) >= 3600 {
+                    last_prune = now;
+                    w.head = None; // pruning appends to the stream
+                    if let Err(e) = super::retention::prune(&w.store, &w.s, now).await {
+                        tracing::warn!(error = %e, "audit retention failed");
+                    }
+                }
+                if let Some(sink) = &mut sink {
+                    sink.flush();
+                }
+                if let Some(c) = &checkpointer
+                    && !wal_busy.swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    let (c, busy) = (c.clone(), wal_busy.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = c.db.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)").await {
+                            tracing::warn!(error = %e, "audit WAL checkpoint failed");
+                        }
+                        busy.store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
+                continue;
+            }
+        }
+        if !stopping && linger > 0 && batch.len() < max.min(LINGER_BELOW) {
+            // Group more events per commit: fewer, larger commits cost less CPU than this
+            // short wait adds to the latency (the writer has its own thread to block).
+            std::thread::sleep(std::time::Duration::from_micros(linger));
+            let room = max - batch.len();
+            for _ in 0..room {
+                match rx.try_recv() {
+                    Ok(x) => batch.push(x),
+                    Err(_) => break,
+                }
+            }
+        }
+        if stopping {
+            // Refuse new events and write what is already queued.
+            rx.close();
+            while rx.recv_many(&mut batch, max).await > 0 {
+                w.flush(&clock, &mut batch, &mut sink).await;
+            }
+            w.flush(&clock, &mut batch, &mut sink).await;
+            let _ = chain::checkpoint_if_moved(&w.store.db, &w.s.stream, clock.now()).await;
+            if let Some(sink) = &mut sink {
+                sink.flush();
+            }
+            return;
+        }
+        w.flush(&clock, &mut batch, &mut sink).await;
+    }
+}
+
+struct State {
+    store: Store,
+    s: WriterSettings,
+    /// The stream head as this writer last wrote it; `None` until read.
+    head: Option<Head>,
+    stats: WriterStats,
+}
+
+impl State {
+    async fn flush(
+        &mut self,
+        clock: &Arc<dyn Clock>,
+        batch: &mut Vec<(Event, Ack)>,
+        sink: &mut Option<Sink>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut acks = Vec::with_capacity(batch.len());
+        let mut rows = Vec::with_capacity(batch.len());
+        for (e, a) in batch.drain(..) {
+            rows.push(Row::from_event(e, &self.s.stream, &self.s.node, 0));
+            acks.push(a);
+        }
+        let n = rows.len() as u64;
+        let now = clock.now();
+        match self.write(&mut rows, now).await {
+            Ok(()) => {
+                self.stats.events.inc_by(n);
+                self.stats.batches.inc();
+                for a in acks {
+                    let _ = a.send(Ok(()));
+                }
+                if let Some(sink) = sink {
+                    sink.write(&rows);
+                }
+            }
+            Err(e) => {
+                self.head = None;
+                self.stats.failures.inc();
+                tracing::error!(error = %e, events = n, "audit batch not written: requests fail");
+                for a in acks {
+                    let _ = a.send(Err(AuditUnavailable));
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, rows: &mut [Row], now: i64) -> Result<(), DbErr> {
+        if let Some(h) = self.head.clone() {
+            let new = chain::seal_rows(&h, rows);
+            if self.fast(&h, &new, rows, now).await? {
+                self.after(&h, &new, now).await;
+                return Ok(());
+            }
+        }
+        // Slow path: lock and read the head, re-chain, write.
+        let db = &self.store.db;
+        let tx = match db.get_database_backend() {
+            DbBackend::Sqlite => {
+                db.begin_with_options(sea_orm::TransactionOptions {
+                    sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                })
+                .await?
+            }
+            _ => db.begin().await?,
+        };
+        let head = chain::lock_head(&tx, &self.s.stream, now).await?;
+        let new = chain::seal_rows(&head, rows);
+        chain::write_rows(
+            &tx,
+            &self.s.stream,
+            rows,
+            now,
+            self.s.checkpoint_every,
+            head.seq,
+        )
+        .await?;
+        tx.commit().await?;
+        self.head = Some(new);
+        Ok(())
+    }
+
+    /// After a fast write: remember the head, checkpoint when a boundary was crossed.
+    async fn after(&mut self, old: &Head, new: &Head, now: i64) {
+        let every = self.s.checkpoint_every;
+        if every > 0
+            && new.seq / every > old.seq / every
+            && let Err(e) =
+                chain::insert_checkpoint(&self.store.db, &self.s.stream, new.seq, &new.hash, now)
+                    .await
+        {
+            tracing::warn!(error = %e, "audit checkpoint failed");
+        }
+        self.head = Some(new.clone());
+    }
+
+    /// One round trip: move the head from `old` to `new` if nobody else did, and insert the
+    /// rows only if that worked. False when the head had moved (nothing written).
+    async fn fast(&self, old: &Head, new: &Head, rows: &[Row], now: i64) -> Result<bool, DbErr> {
+        let db = &self.store.db;
+        let b = db.get_database_backend();
+        let stream = &self.s.stream;
+        let cas: Vec<Value> = vec![
+            new.seq.into(),
+            new.hash.clone().into(),
+            now.into(),
+            stream.clone().into(),
+            old.seq.into(),
+            old.hash.clone().into(),
+        ];
+        match b {
+            DbBackend::Postgres if rows.len() <= 3000 => {
+                let mut values = cas;
+                let insert =
+                    chain::insert_select(b, rows, 7, "WHERE EXISTS (SELECT 1 FROM h)", &mut values);
+                let sql = format!(
+                    "WITH h AS (UPDATE audit_streams SET seq = $1, hash = $2, updated_at = $3 \
+                     WHERE stream = $4 AND seq = $5 AND hash = $6 RETURNING 1) {insert}"
+                );
+                let r = db
+                    .execute_raw(Statement::from_sql_and_values(b, sql, values))
+                    .await?;
+                Ok(r.rows_affected() == rows.len() as u64)
+            }
+            DbBackend::Sqlite => {
+                let mut values = cas;
+                let mut sql = String::from(
+                    "BEGIN IMMEDIATE; UPDATE audit_streams SET seq = ?, hash = ?, updated_at = ? \
+                     WHERE stream = ? AND seq = ? AND hash = ?;",
+                );
+                for chunk in rows.chunks(ROWS_PER_INSERT) {
+                    sql.push_str(&chain::insert_select(
+                        b,
+                        chunk,
+                        1,
+                        "WHERE EXISTS (SELECT 1 FROM audit_streams WHERE stream = ? AND seq = ? \
+                         AND hash = ?);",
+                        &mut values,
+                    ));
+                    values.extend([
+                        stream.clone().into(),
+                        new.seq.into(),
+                        new.hash.clone().into(),
+                    ]);
+                }
+                sql.push_str("SELECT seq, hash FROM audit_streams WHERE stream = ?; COMMIT;");
+                values.push(stream.clone().into());
+                let result = db
+                    .query_all_raw(Statement::from_sql_and_values(b, sql, values))
+                    .await;
+                let rows_out = match result {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Whatever ran is undone; the connection leaves the transaction.
+                        let _ = db.execute_unprepared("ROLLBACK").await;
+                        return Err(e);
+                    }
+                };
+                let Some(r) = rows_out.first() else {
+                    return Ok(false);
+                };
+                let seq: i64 = r.try_get("", "seq")?;
+                let hash: String = r.try_get("", "hash")?;
+                Ok(seq == new.seq && hash == new.hash)
+            }
+            _ => Ok(false),
+        }
+    }
+}
