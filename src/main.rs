@@ -740,46 +740,11 @@ async fn sessions(c: SessionsCmd, cfg: Config) -> Result<()> {
 }
 
 async fn audit(c: AuditCmd, cfg: &Config, now: i64) -> Result<()> {
-    use std::io::Write;
     let store = open_store(cfg, None).await?;
     match c {
         AuditCmd::Verify { out } => {
             let report = mandate::audit::verify::verify(&store).await?;
-            print(&out, &report, || {
-                let mut lines: Vec<String> = report
-                    .streams
-                    .iter()
-                    .map(|s| {
-                        format!(
-                            "stream {}: {} events, seq {}..{}, head {}, {} checkpoints{}",
-                            s.stream,
-                            s.events,
-                            s.first_seq.unwrap_or(0),
-                            s.last_seq.unwrap_or(0),
-                            s.head_seq.unwrap_or(0),
-                            s.checkpoints,
-                            s.pruned_through
-                                .map(|p| format!(", pruned through seq {p}"))
-                                .unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                for p in &report.problems {
-                    lines.push(format!(
-                        "PROBLEM [{}] stream {}: {}",
-                        p.kind, p.stream, p.message
-                    ));
-                }
-                lines.push(if report.ok {
-                    format!("audit log verified: {} events, no problems", report.events)
-                } else {
-                    format!(
-                        "audit log NOT verified: {} problem(s)",
-                        report.problems.len()
-                    )
-                });
-                lines.join("\n")
-            })?;
+            print(&out, &report, || report.text())?;
             if !report.ok {
                 std::process::exit(1);
             }
@@ -797,14 +762,8 @@ async fn audit(c: AuditCmd, cfg: &Config, now: i64) -> Result<()> {
                 |s: &str| mandate::audit::query::parse_time(s, now).map_err(anyhow::Error::msg);
             let since = parse(&since)?;
             let until = until.as_deref().map(parse).transpose()?.unwrap_or(now + 1);
-            let stdout = std::io::stdout();
-            let mut w = std::io::BufWriter::new(stdout.lock());
-            mandate::audit::query::export(&store.db, since, until, |r| {
-                w.write_all(r.json_line().as_bytes())?;
-                w.write_all(b"\n")
-            })
-            .await?;
-            w.flush()?;
+            mandate::audit::query::export_jsonl(&store.db, since, until, std::io::stdout().lock())
+                .await?;
             Ok(())
         }
     }

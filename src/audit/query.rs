@@ -304,6 +304,24 @@ pub async fn export<C: ConnectionTrait>(
     }
 }
 
+/// Writes the events between `since` and `until` to `out` as JSON lines, oldest first.
+pub async fn export_jsonl<C: ConnectionTrait>(
+    c: &C,
+    since: i64,
+    until: i64,
+    out: impl std::io::Write,
+) -> Result<u64, ExportError> {
+    use std::io::Write as _;
+    let mut w = std::io::BufWriter::new(out);
+    let n = export(c, since, until, |r| {
+        w.write_all(r.json_line().as_bytes())?;
+        w.write_all(b"\n")
+    })
+    .await?;
+    w.flush()?;
+    Ok(n)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]

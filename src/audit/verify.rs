@@ -39,6 +39,42 @@ pub struct Report {
     pub problems: Vec<Problem>,
 }
 
+impl Report {
+    /// The report for a terminal: one line per stream, one per problem, a verdict.
+    pub fn text(&self) -> String {
+        let mut lines: Vec<String> = self
+            .streams
+            .iter()
+            .map(|s| {
+                format!(
+                    "stream {}: {} events, seq {}..{}, head {}, {} checkpoints{}",
+                    s.stream,
+                    s.events,
+                    s.first_seq.unwrap_or(0),
+                    s.last_seq.unwrap_or(0),
+                    s.head_seq.unwrap_or(0),
+                    s.checkpoints,
+                    s.pruned_through
+                        .map(|p| format!(", pruned through seq {p}"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        for p in &self.problems {
+            lines.push(format!(
+                "PROBLEM [{}] stream {}: {}",
+                p.kind, p.stream, p.message
+            ));
+        }
+        lines.push(if self.ok {
+            format!("audit log verified: {} events, no problems", self.events)
+        } else {
+            format!("audit log NOT verified: {} problem(s)", self.problems.len())
+        });
+        lines.join("\n")
+    }
+}
+
 const PAGE: u64 = 5000;
 
 /// Verifies every stream.
