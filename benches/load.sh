@@ -78,7 +78,7 @@ run_mandate() {
   log "cargo build --release"
   (cd "$ROOT" && cargo build --release --quiet) >"$RESULTS_DIR/cargo-build.log" 2>&1 \
     || { tail -30 "$RESULTS_DIR/cargo-build.log" >&2; die "cargo build failed"; }
-  local BIN=$ROOT/target/release/mandate
+  local BIN=${MANDATE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/mandate}
   local DATA PORT URL MPID
   DATA=$(mktemp -d /tmp/mandate-bench-data.XXXXXX); TMPDIRS+=("$DATA")
   PORT=$(free_port); URL=http://127.0.0.1:$PORT
