@@ -91,6 +91,7 @@ impl App {
         }
         .ensure_key(&config.signing_alg, &kek)
         .await?;
+        crate::policy::store::ensure_default(&store, clock.now()).await?;
         let registry = Registry::from_rows(store.load_registry().await?, &kek);
         let redis = match &config.redis_url {
             Some(url) => Some(Arc::new(

@@ -51,6 +51,9 @@ pub struct Config {
     /// Default idle timeout of an agent session (no token issued), seconds; never shorter than
     /// the token lifetime (`MANDATE_SESSION_IDLE_SECS`).
     pub session_idle_secs: i64,
+    /// Offset of the deployment's time zone from UTC, in minutes, for the hour and weekday
+    /// policies see (`MANDATE_POLICY_UTC_OFFSET_MINUTES`).
+    pub policy_utc_offset_minutes: i64,
     /// HTTP worker threads, each with its own runtime and listener; default: one per CPU
     /// (`MANDATE_HTTP_WORKERS`).
     pub http_workers: Option<usize>,
@@ -79,6 +82,7 @@ impl Default for Config {
             redis_prefix: "mandate:".into(),
             session_lifetime_secs: 86_400,
             session_idle_secs: 3_600,
+            policy_utc_offset_minutes: 0,
         }
     }
 }
@@ -167,6 +171,11 @@ impl Config {
         if self.access_token_ttl_secs < 1 || self.access_token_ttl_secs > 86_400 {
             return Err(ConfigError::Invalid(
                 "access_token_ttl_secs must be between 1 and 86400".into(),
+            ));
+        }
+        if !(-14 * 60..=14 * 60).contains(&self.policy_utc_offset_minutes) {
+            return Err(ConfigError::Invalid(
+                "policy_utc_offset_minutes must be between -840 and 840".into(),
             ));
         }
         if let Some(issuer) = &self.issuer {

@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m0001_registry;
 mod m0003_sessions;
+mod m0004_policies;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_registry::Migration),
             Box::new(m0003_sessions::Migration),
+            Box::new(m0004_policies::Migration),
         ]
     }
 }
