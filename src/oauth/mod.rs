@@ -124,6 +124,27 @@ impl App {
         })
     }
 
+    /// Authenticates a registered MCP server by its `Authorization` header alone (JSON APIs
+    /// such as AuthZEN, where credentials cannot travel in a form body).
+    pub async fn authenticate_server(
+        &self,
+        peer: IpAddr,
+        authorization: Option<&str>,
+    ) -> Result<std::sync::Arc<crate::resources::McpServer>, OAuthError> {
+        let now = self.clock.now();
+        let registry = self.registry();
+        let p = Params::parse(b"")?;
+        match client_auth::authenticate(&self.auth_env(&registry, now, peer), authorization, &p)
+            .await?
+        {
+            Client::Server(server) => Ok(server),
+            Client::Agent(_) => Err(OAuthError::invalid_client(
+                authorization.is_some(),
+                "only MCP servers may ask for access decisions",
+            )),
+        }
+    }
+
     /// `POST /introspect` (RFC 7662): only registered MCP servers may ask, and a token is
     /// active only for the server it was issued to.
     pub async fn introspect(

@@ -148,7 +148,7 @@ pub fn compile(src: &str, schema: &Schema) -> Result<Compiled, PolicyError> {
     let result = Validator::new(schema.clone()).validate(&full, ValidationMode::Strict);
     let errors: Vec<String> = result
         .validation_errors()
-        .map(|e| format!("policy {}: {}", e.policy_id(), describe(src, e)))
+        .map(|e| describe(src, e))
         .collect();
     if !errors.is_empty() {
         return Err(PolicyError::Invalid(errors.join("\n")));

@@ -6,6 +6,7 @@
 //! both atomically, and a decision never touches the database. Decisions are deterministic in
 //! (agent, tool, the context features the policies read), so each engine memoises them: the
 //! steady-state token path is a hash lookup per tool.
+pub mod authzen;
 mod cache;
 mod compile;
 mod entities;
