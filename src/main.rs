@@ -768,7 +768,11 @@ async fn policies(c: PoliciesCmd, cfg: &Config, now: i64) -> Result<()> {
                         "{:<40} {}{}\n",
                         p.id,
                         p.effect,
-                        if p.approval { " (needs a human's approval)" } else { "" }
+                        if p.approval {
+                            " (needs a human's approval)"
+                        } else {
+                            ""
+                        }
                     ));
                 }
                 s.trim_end().to_string()

@@ -43,7 +43,11 @@ async fn handle<T: serde::de::DeserializeOwned>(
     peer: SocketAddr,
     headers: &HeaderMap,
     body: &[u8],
-    f: impl FnOnce(&crate::registry::Registry, &crate::resources::McpServer, &T) -> Result<serde_json::Value, AuthzenError>,
+    f: impl FnOnce(
+        &crate::registry::Registry,
+        &crate::resources::McpServer,
+        &T,
+    ) -> Result<serde_json::Value, AuthzenError>,
 ) -> Response {
     let server = match authorization(headers) {
         Ok(auth) => match app.authenticate_server(peer.ip(), auth).await {

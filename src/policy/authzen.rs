@@ -112,7 +112,10 @@ fn answer(decision: bool, context: Value) -> Value {
 }
 
 fn denied(reason: &str) -> Value {
-    answer(false, json!({ "decision": "deny", "reason": reason, "step_up": false }))
+    answer(
+        false,
+        json!({ "decision": "deny", "reason": reason, "step_up": false }),
+    )
 }
 
 /// Whether `scope` (a token's) covers `tool` of class `class`.
@@ -136,12 +139,7 @@ impl App {
         if e.resource.kind != "tool" {
             return Err(bad("resource.type must be \"tool\""));
         }
-        if let Some(server) = e
-            .resource
-            .properties
-            .as_ref()
-            .and_then(|p| p.get("server"))
-        {
+        if let Some(server) = e.resource.properties.as_ref().and_then(|p| p.get("server")) {
             let server = server
                 .as_str()
                 .ok_or_else(|| bad("resource.properties.server must be a string"))?;
@@ -161,8 +159,9 @@ impl App {
         };
         let passed: PassedContext = match &e.context {
             None | Some(Value::Null) => PassedContext::default(),
-            Some(v @ Value::Object(_)) => serde_json::from_value(v.clone())
-                .map_err(|err| bad(format!("context: {err}")))?,
+            Some(v @ Value::Object(_)) => {
+                serde_json::from_value(v.clone()).map_err(|err| bad(format!("context: {err}")))?
+            }
             Some(_) => return Err(bad("context must be an object")),
         };
         if passed.risk_score.is_some_and(|r| !(0..=100).contains(&r)) {
