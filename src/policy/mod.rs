@@ -158,6 +158,7 @@ pub struct Engine {
 struct Types {
     agent: EntityTypeName,
     tool: EntityTypeName,
+    server: EntityTypeName,
     actions: [EntityUid; 3],
 }
 
@@ -167,6 +168,7 @@ impl Types {
         Some(Self {
             agent: EntityTypeName::from_str("Agent").ok()?,
             tool: EntityTypeName::from_str("Tool").ok()?,
+            server: EntityTypeName::from_str("McpServer").ok()?,
             actions: [action("read")?, action("write")?, action("execute")?],
         })
     }
@@ -313,6 +315,13 @@ impl Engine {
         let principal =
             EntityUid::from_type_name_and_id(types.agent.clone(), EntityId::new(agent_id));
         let resource = EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(tool_id));
+        let server_uri = tool_id.rsplit_once('#').map_or(tool_id, |(s, _)| s);
+        let server =
+            EntityUid::from_type_name_and_id(types.server.clone(), EntityId::new(server_uri));
+        let (full, unapproved) = match c.slice(&principal, &resource, &server) {
+            Ok(s) => s,
+            Err(e) => return Decision::deny(vec![e.to_string()]),
+        };
         let action = types.action(class);
         let request = |approved: bool| -> Result<Request, String> {
             let ctx = context(facts, approved).map_err(|e| format!("context: {e}"))?;
@@ -331,10 +340,10 @@ impl Engine {
         };
         if facts.approved || !c.step_up_possible {
             return self
-                .run(&c.full, &actual, &c.forbids)
+                .run(&full, &actual, &c.forbids)
                 .into_decision(Outcome::Permit);
         }
-        let without = self.run(&c.unapproved, &actual, &c.forbids);
+        let without = self.run(&unapproved, &actual, &c.forbids);
         if without.allow {
             return without.into_decision(Outcome::Permit);
         }
@@ -342,7 +351,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return Decision::deny(vec![e]),
         };
-        let with = self.run(&c.full, &hypothetical, &c.forbids);
+        let with = self.run(&full, &hypothetical, &c.forbids);
         if with.allow {
             return with.into_decision(Outcome::StepUp);
         }

@@ -318,4 +318,43 @@ mod tests {
             assert!(r.passed, "{}: {:?}", case.name, r.decision);
         }
     }
+
+    #[test]
+    fn scoped_policies_apply_only_to_their_principal_and_resource() {
+        let src = r#"
+            @id("a1-on-s") permit (principal == Agent::"a1", action, resource in McpServer::"https://s.example/mcp");
+            @id("x-off") forbid (principal, action, resource == Tool::"https://s.example/mcp#x");
+            @id("all-read-t") permit (principal, action == Action::"read", resource in McpServer::"https://t.example/mcp");
+        "#;
+        let compiled = super::super::compile(src, &super::super::schema().unwrap()).unwrap();
+        let file = parse_file(
+            r#"
+            [[case]]
+            agent = { id = "a1", environment = "prod" }
+            tool = { server = "https://s.example/mcp", name = "y", class = "write", sensitivity = "public", environment = "prod" }
+            expect = "permit"
+            [[case]]
+            agent = { id = "a2", environment = "prod" }
+            tool = { server = "https://s.example/mcp", name = "y", class = "write", sensitivity = "public", environment = "prod" }
+            expect = "deny"
+            [[case]]
+            agent = { id = "a1", environment = "prod" }
+            tool = { server = "https://s.example/mcp", name = "x", class = "write", sensitivity = "public", environment = "prod" }
+            expect = "deny"
+            [[case]]
+            agent = { id = "a2", environment = "prod" }
+            tool = { server = "https://t.example/mcp", name = "x", class = "read", sensitivity = "public", environment = "prod" }
+            expect = "permit"
+            [[case]]
+            agent = { id = "a1", environment = "prod" }
+            tool = { server = "https://u.example/mcp", name = "y", class = "read", sensitivity = "public", environment = "prod" }
+            expect = "deny"
+            "#,
+        )
+        .unwrap();
+        for (i, case) in file.case.iter().enumerate() {
+            let r = case.evaluate(&compiled, None, 0, 0).unwrap();
+            assert!(r.passed, "case {i}: {:?}", r.decision);
+        }
+    }
 }
