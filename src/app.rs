@@ -154,9 +154,17 @@ impl App {
             return Ok(());
         }
         let rows = self.store.load_registry().await?;
-        let reg = Registry::from_rows(rows, &self.kek);
+        let reg = Arc::new(Registry::from_rows(rows, &self.kek));
         tracing::debug!(version = reg.version, "registry reloaded");
-        self.registry.store(Arc::new(reg));
+        // Two reloads may overlap (the poll, a change made here, another node's notice): a
+        // slower one that read an older version must not replace a newer snapshot.
+        self.registry.rcu(|current| {
+            if current.version > reg.version {
+                current.clone()
+            } else {
+                reg.clone()
+            }
+        });
         Ok(())
     }
 
