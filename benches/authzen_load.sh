@@ -7,6 +7,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${BENCH_SHARED:-/work/shared/bench}
 DURATION=${DURATION:-20} THREADS=${THREADS:-2} CONNS=${CONNS:-32}
 RESULTS_DIR=${RESULTS_DIR:-$(mktemp -d /tmp/mandate-authzen-bench.XXXXXX)}
+mkdir -p "$RESULTS_DIR"
 export WRK_OUT=$RESULTS_DIR
 (cd "$ROOT" && cargo build --release --quiet)
 BIN=$ROOT/target/release/mandate
