@@ -269,6 +269,25 @@ async fn policy_lifecycle(h: H) -> H {
         .await
     );
     node2.stop().await.unwrap();
+
+    // A lockout, forced: saved, said so, and nothing is permitted any more.
+    let r = call(
+        &h,
+        M::PUT,
+        "/policies",
+        &t,
+        Some(json!({"policies": "forbid(principal, action, resource);", "force": true})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert!(
+        r.body["forced_past"]
+            .as_str()
+            .unwrap()
+            .contains("no permit")
+    );
+    let r = scope(&h, &medium, Some("tools:read")).await;
+    assert_eq!((r.status, r.error()), (400, "invalid_scope"));
     h
 }
 both!(policy_lifecycle);
