@@ -94,6 +94,7 @@ impl App {
         }
         .ensure_key(&config.signing_alg, &kek)
         .await?;
+        crate::policy::store::ensure_default(&store, clock.now()).await?;
         let registry = Registry::from_rows(store.load_registry().await?, &kek);
         let metrics = Metrics::default();
         let audit = crate::audit::Audit::start(&config, schema, clock.clone(), &metrics).await?;

@@ -51,6 +51,9 @@ pub struct Config {
     /// Default idle timeout of an agent session (no token issued), seconds; never shorter than
     /// the token lifetime (`MANDATE_SESSION_IDLE_SECS`).
     pub session_idle_secs: i64,
+    /// Offset of the deployment's time zone from UTC, in minutes, for the hour and weekday
+    /// policies see (`MANDATE_POLICY_UTC_OFFSET_MINUTES`).
+    pub policy_utc_offset_minutes: i64,
     /// HTTP worker threads, each with its own runtime; default: one per CPU
     /// (`MANDATE_HTTP_WORKERS`).
     pub http_workers: Option<usize>,
@@ -116,6 +119,7 @@ impl Default for Config {
             audit_sink: None,
             audit_retention_days: 365,
             audit_sync_commit: false,
+            policy_utc_offset_minutes: 0,
         }
     }
 }
@@ -217,6 +221,11 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "audit_checkpoint_every must be positive and audit_retention_days not negative"
                     .into(),
+            ));
+        }
+        if !(-14 * 60..=14 * 60).contains(&self.policy_utc_offset_minutes) {
+            return Err(ConfigError::Invalid(
+                "policy_utc_offset_minutes must be between -840 and 840".into(),
             ));
         }
         if let Some(issuer) = &self.issuer {

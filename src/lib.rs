@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod oauth;
+pub mod policy;
 pub mod registry;
 pub mod resources;
 pub mod secrets;

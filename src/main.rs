@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod policies_cli;
+use policies_cli::PoliciesCmd;
+
 /// mimalloc: less lock contention than glibc malloc between the HTTP worker threads.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -66,6 +69,9 @@ enum Command {
     /// Agent sessions.
     #[command(subcommand)]
     Sessions(SessionsCmd),
+    /// Cedar policies: what agents may do, versioned.
+    #[command(subcommand)]
+    Policies(PoliciesCmd),
     /// Revoke by token id, session, agent, human or environment.
     Revoke {
         /// jti, session, agent, human or env.
@@ -362,6 +368,7 @@ async fn run(cli: Cli, cfg: Config) -> Result<()> {
         }
         Command::Servers(c) => servers(c, &cfg, clock.now()).await,
         Command::Sessions(c) => sessions(c, cfg).await,
+        Command::Policies(c) => policies_cli::policies(c, &cfg, clock.now()).await,
         Command::Revoke { kind, value, out } => {
             let app = server_side(cfg).await?;
             let kind = mandate::sessions::Kind::parse(&kind)

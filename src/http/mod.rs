@@ -1,9 +1,11 @@
 //! HTTP: routers, extractors and the one place where errors become responses.
 mod admin;
 mod audit;
+mod authzen;
 mod metadata;
 mod oauth;
 mod ops;
+mod policy_admin;
 
 use crate::app::AppState;
 use crate::oauth::OAuthError;
@@ -23,7 +25,11 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::routes())
         .merge(metadata::routes())
         .merge(ops::routes())
-        .nest("/admin/v1", admin::routes(state.config.max_body_bytes))
+        .merge(authzen::routes())
+        .nest(
+            "/admin/v1",
+            admin::routes(state.config.max_body_bytes).merge(policy_admin::routes()),
+        )
         .merge(audit::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -44,6 +50,7 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
         Some("/.well-known/oauth-authorization-server") => "as_metadata",
         Some("/.well-known/openid-configuration") => "openid_configuration",
         Some("/healthz" | "/readyz" | "/metrics") => "ops",
+        Some("/access/v1/evaluation" | "/access/v1/evaluations") => "authzen",
         Some(p) if p.starts_with("/admin/") => "admin",
         _ => "other",
     }

@@ -23,6 +23,10 @@ pub struct TokenResponse {
     pub token_type: &'static str,
     pub expires_in: i64,
     pub scope: String,
+    /// Scopes policy would grant with a human's approval (not in this token): the agent may ask
+    /// for one (see the approval flow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_up_scope: Option<String>,
 }
 
 /// Grant types `/token` accepts.
@@ -74,13 +78,22 @@ impl App {
                 "the revocation store is unreachable".into(),
             ));
         }
-        let mut claims = grants::client_credentials::decide(
+        let facts = crate::policy::Facts::for_agent(
+            &agent,
+            now,
+            self.config.policy_utc_offset_minutes * 60,
+            Some(peer),
+        );
+        let grants::client_credentials::Grant {
+            mut claims,
+            step_up,
+        } = grants::client_credentials::decide(
             &agent,
             &p,
             &registry,
             &self.issuer,
-            now,
             self.config.access_token_ttl_secs,
+            &facts,
         )?;
         if self
             .replica
@@ -110,7 +123,29 @@ impl App {
             token_type: "Bearer",
             expires_in: claims.exp - now,
             scope: claims.scope,
+            step_up_scope: (!step_up.is_empty()).then(|| step_up.join(" ")),
         })
+    }
+
+    /// Authenticates a registered MCP server by its `Authorization` header alone (JSON APIs
+    /// such as AuthZEN, where credentials cannot travel in a form body).
+    pub async fn authenticate_server(
+        &self,
+        peer: IpAddr,
+        authorization: Option<&str>,
+    ) -> Result<std::sync::Arc<crate::resources::McpServer>, OAuthError> {
+        let now = self.clock.now();
+        let registry = self.registry();
+        let p = Params::parse(b"")?;
+        match client_auth::authenticate(&self.auth_env(&registry, now, peer), authorization, &p)
+            .await?
+        {
+            Client::Server(server) => Ok(server),
+            Client::Agent(_) => Err(OAuthError::invalid_client(
+                authorization.is_some(),
+                "only MCP servers may ask for access decisions",
+            )),
+        }
     }
 
     /// `POST /introspect` (RFC 7662): only registered MCP servers may ask, and a token is

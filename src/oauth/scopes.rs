@@ -1,8 +1,8 @@
 //! Tool scopes of one MCP server: `tools:<tool>` and `tools:<class>` (a class scope covers
 //! every tool of that class on the server). There is no all-access scope.
 use super::OAuthError;
-use crate::resources::{McpServer, ToolClass};
-use std::collections::BTreeSet;
+use crate::resources::{McpServer, Tool, ToolClass};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
 fn well_formed(token: &str) -> bool {
@@ -15,11 +15,28 @@ fn well_formed(token: &str) -> bool {
 
 /// The scopes a token gets: each requested scope cut down to what `permitted` allows on
 /// `server` (no request: everything permitted). A class scope only partly permitted is
-/// narrowed to the permitted tools of that class. Nothing left is `invalid_scope`.
+/// narrowed to the permitted tools. Nothing left is `invalid_scope`.
 pub fn grant(
     requested: Option<&str>,
     permitted: &[String],
     server: &McpServer,
+) -> Result<Vec<String>, OAuthError> {
+    let out = narrow(requested, permitted, server, |_| true)?;
+    if out.is_empty() {
+        return Err(OAuthError::InvalidScope(
+            "none of the requested scopes is permitted for this agent on this resource".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// As [`grant`], with `allow` asked once for each requested tool within the ceiling (the
+/// policy engine); may return nothing.
+pub fn narrow(
+    requested: Option<&str>,
+    permitted: &[String],
+    server: &McpServer,
+    mut allow: impl FnMut(&Tool) -> bool,
 ) -> Result<Vec<String>, OAuthError> {
     if let Some(r) = requested
         && (r.len() > 4096 || !r.split(' ').filter(|t| !t.is_empty()).all(well_formed))
@@ -27,13 +44,13 @@ pub fn grant(
         return Err(OAuthError::InvalidScope("scope is malformed".into()));
     }
     // The tools the ceiling reaches on this server.
-    let mut allowed: BTreeSet<&str> = BTreeSet::new();
+    let mut ceiling: BTreeSet<&str> = BTreeSet::new();
     for s in permitted {
         let Some(name) = s.strip_prefix("tools:") else {
             continue;
         };
         match ToolClass::parse(name) {
-            Some(class) => allowed.extend(
+            Some(class) => ceiling.extend(
                 server
                     .tools
                     .values()
@@ -41,11 +58,24 @@ pub fn grant(
                     .map(|t| t.name.as_str()),
             ),
             None if server.tools.contains_key(name) => {
-                allowed.insert(name);
+                ceiling.insert(name);
             }
             None => {}
         }
     }
+    // Within the ceiling, each tool asked about once.
+    let mut asked: BTreeMap<String, bool> = BTreeMap::new();
+    let mut allowed = |t: &str| -> bool {
+        if !ceiling.contains(t) {
+            return false;
+        }
+        if let Some(v) = asked.get(t) {
+            return *v;
+        }
+        let v = server.tools.get(t).is_some_and(&mut allow);
+        asked.insert(t.to_string(), v);
+        v
+    };
     let wanted: Vec<&str> = match requested {
         Some(r) => r.split(' ').filter(|t| !t.is_empty()).collect(),
         None => permitted.iter().map(String::as_str).collect(),
@@ -67,13 +97,14 @@ pub fn grant(
                 if of_class.is_empty() {
                     continue;
                 }
-                if of_class.iter().all(|t| allowed.contains(t)) {
+                let ok: Vec<&str> = of_class.iter().copied().filter(|t| allowed(t)).collect();
+                if ok.len() == of_class.len() {
                     classes.insert(class);
                 } else {
-                    tools.extend(of_class.into_iter().filter(|t| allowed.contains(t)));
+                    tools.extend(ok);
                 }
             }
-            None if allowed.contains(name) => {
+            None if allowed(name) => {
                 tools.insert(name);
             }
             None => {}
@@ -86,23 +117,17 @@ pub fn grant(
             .get(*t)
             .is_some_and(|tool| !classes.contains(&tool.class))
     });
-    let out: Vec<String> = classes
+    Ok(classes
         .iter()
         .map(|c| format!("tools:{}", c.as_str()))
         .chain(tools.iter().map(|t| format!("tools:{t}")))
-        .collect();
-    if out.is_empty() {
-        return Err(OAuthError::InvalidScope(
-            "none of the requested scopes is permitted for this agent on this resource".into(),
-        ));
-    }
-    Ok(out)
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{Sensitivity, Tool};
+    use crate::resources::Sensitivity;
 
     fn server() -> McpServer {
         let t = |n: &str, c| Tool {

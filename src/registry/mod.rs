@@ -29,6 +29,8 @@ pub struct Registry {
     secrets: HashMap<String, Vec<StoredSecret>>,
     admin_tokens: HashMap<[u8; 32], String>,
     pub keys: KeySet,
+    /// The policy set in force, compiled with this snapshot's agents and tools.
+    pub policy: Arc<crate::policy::Engine>,
 }
 
 impl Registry {
@@ -86,6 +88,10 @@ impl Registry {
                 Err(e) => tracing::error!(kid = %k.kid, error = %e, "skipping signing key"),
             }
         }
+        reg.policy = Arc::new(match &rows.policy {
+            Some(p) => crate::policy::Engine::build(p.version, Some(&p.source), &reg),
+            None => crate::policy::Engine::build(0, None, &reg),
+        });
         reg
     }
 

@@ -117,6 +117,7 @@ impl Store {
                 .order_by_asc(signing_key::Column::ActivatesAt)
                 .all(&tx)
                 .await?,
+            policy: crate::policy::store::latest(&tx).await?,
         };
         tx.commit().await?;
         Ok(rows)
@@ -313,6 +314,8 @@ pub struct RegistryRows {
     pub secrets: Vec<client_secret::Model>,
     pub admin_tokens: Vec<admin_token::Model>,
     pub keys: Vec<signing_key::Model>,
+    /// The policy set in force.
+    pub policy: Option<crate::policy::store::PolicyVersion>,
 }
 
 /// A revocation row as the domain type (the row's `created_at` is the cutoff).

@@ -14,6 +14,7 @@ mod client_auth;
 mod introspection;
 mod keys;
 mod ops;
+mod policy;
 mod revocation;
 mod sessions;
 mod token;

@@ -2,6 +2,7 @@
 //! RFC 8707 `resource` and per-server tool scopes.
 use crate::agents::{Agent, AgentStatus};
 use crate::oauth::{OAuthError, Params, scopes};
+use crate::policy::{Facts, Outcome};
 use crate::registry::Registry;
 use crate::resources::{McpServer, canonical_resource};
 use crate::tokens::AccessClaims;
@@ -56,26 +57,65 @@ pub fn resolve_resource(
     Ok(server.clone())
 }
 
-/// The claims of the token to issue, or why not.
+/// A token to issue, and the scopes that policy would grant with a human's approval.
+#[derive(Debug)]
+pub struct Grant {
+    pub claims: AccessClaims,
+    pub step_up: Vec<String>,
+}
+
+/// The claims of the token to issue, or why not. Within the agent's scope ceiling, the policy
+/// engine is asked tool by tool (`facts` is the request's context).
 pub fn decide(
     agent: &Agent,
     p: &Params,
     registry: &Registry,
     issuer: &str,
-    now: i64,
     default_ttl: i64,
-) -> Result<AccessClaims, OAuthError> {
+    facts: &Facts,
+) -> Result<Grant, OAuthError> {
+    let now = facts.now;
     if agent.status != AgentStatus::Active {
         return Err(OAuthError::UnauthorizedClient(
             "the agent is suspended".into(),
         ));
     }
     let server = resolve_resource(agent, p, registry)?;
-    let granted = scopes::grant(p.get("scope"), &agent.scope_ceiling, &server)?;
+    let engine = &registry.policy;
+    let features = engine.features(facts);
+    let mut step_up = Vec::new();
+    let granted = scopes::narrow(
+        p.get("scope"),
+        &agent.scope_ceiling,
+        &server,
+        |tool| match engine
+            .decide(agent, &server, tool, &features, facts)
+            .decision
+        {
+            Outcome::Permit => true,
+            Outcome::StepUp => {
+                step_up.push(format!("tools:{}", tool.name));
+                false
+            }
+            Outcome::Deny => false,
+        },
+    )?;
+    if granted.is_empty() {
+        // The wire names no policy, only what the agent could do about it.
+        return Err(OAuthError::InvalidScope(if step_up.is_empty() {
+            "none of the requested scopes is permitted for this agent on this resource".into()
+        } else {
+            format!(
+                "the requested scopes need a human's approval: {}",
+                step_up.join(" ")
+            )
+            .into()
+        }));
+    }
     let ttl = agent
         .token_ttl_cap
         .map_or(default_ttl, |cap| cap.min(default_ttl));
-    Ok(AccessClaims {
+    let claims = AccessClaims {
         iss: issuer.to_string(),
         sub: agent.id.clone(),
         aud: server.resource.clone(),
@@ -87,5 +127,6 @@ pub fn decide(
         jti: crate::secrets::hex(&crate::secrets::random_bytes::<16>()),
         sid: None,
         env: Some(agent.environment.clone()),
-    })
+    };
+    Ok(Grant { claims, step_up })
 }

@@ -1,0 +1,198 @@
+//! The decision cache. A decision depends only on the policy set, the registry (both fixed for
+//! an engine), the agent, the tool, and the context features the policies read; so an engine
+//! memoises decisions under (agent, server, tool, those features). A new policy set or registry
+//! means a new engine, hence an empty cache: nothing stale can be served.
+use super::{Decision, Facts};
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+/// Which context features the policy set reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
+    pub timestamp: bool,
+    pub hour: bool,
+    pub weekday: bool,
+    pub risk: bool,
+    pub approved: bool,
+    pub approver: bool,
+    pub delegation: bool,
+    pub source_ip: bool,
+    pub environment: bool,
+}
+
+impl Reads {
+    /// `context.<attr>` read as a whole.
+    pub fn top(&mut self, attr: &str) {
+        match attr {
+            "time" => {
+                self.timestamp = true;
+                self.hour = true;
+                self.weekday = true;
+            }
+            "risk_score" => self.risk = true,
+            "approval" => {
+                self.approved = true;
+                self.approver = true;
+            }
+            "delegation" => self.delegation = true,
+            "source_ip" => self.source_ip = true,
+            "environment" => self.environment = true,
+            // Not in the schema (validation refuses it); be conservative anyway.
+            _ => self.everything(),
+        }
+    }
+
+    /// `context.<top>.<attr>`.
+    pub fn sub(&mut self, top: &str, attr: &str) {
+        match (top, attr) {
+            ("time", "timestamp") => self.timestamp = true,
+            ("time", "hour") => self.hour = true,
+            ("time", "weekday") => self.weekday = true,
+            ("approval", "approved") => self.approved = true,
+            ("approval", "approver") => self.approver = true,
+            (top, _) => self.top(top),
+        }
+    }
+
+    pub fn everything(&mut self) {
+        *self = Self {
+            timestamp: true,
+            hour: true,
+            weekday: true,
+            risk: true,
+            approved: true,
+            approver: true,
+            delegation: true,
+            source_ip: true,
+            environment: true,
+        };
+    }
+}
+
+/// The part of a cache key that comes from the request: the features read, the rest zeroed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Features {
+    timestamp: i64,
+    hour: i64,
+    weekday: i64,
+    risk: i64,
+    approved: bool,
+    approver: Option<String>,
+    delegation: Option<(String, Vec<String>)>,
+    source_ip: Option<IpAddr>,
+    environment: Option<String>,
+}
+
+impl Features {
+    pub fn of(f: &Facts, r: &Reads) -> Self {
+        let (hour, weekday) = f.local();
+        Self {
+            timestamp: if r.timestamp { f.now } else { 0 },
+            hour: if r.hour { hour } else { 0 },
+            weekday: if r.weekday { weekday } else { 0 },
+            risk: if r.risk {
+                f.risk_score.clamp(0, 100)
+            } else {
+                0
+            },
+            // Approval changes the outcome between step_up and permit even when no
+            // condition names it (an @approval permit), so it is always part of the key.
+            approved: f.approved,
+            approver: r.approver.then(|| f.approver.clone()).flatten(),
+            delegation: r.delegation.then(|| f.delegation.clone()).flatten(),
+            source_ip: if r.source_ip { f.source_ip } else { None },
+            environment: r.environment.then(|| f.environment.clone()),
+        }
+    }
+}
+
+struct Entry {
+    agent: Box<str>,
+    server: Box<str>,
+    tool: Box<str>,
+    features: Features,
+    decision: Arc<Decision>,
+}
+
+const SHARDS: usize = 16;
+/// Entries per shard before it is emptied (bounded memory: at most 16 x 4096 decisions).
+const SHARD_CAP: usize = 4096;
+
+type Shard = RwLock<(usize, HashMap<u64, Vec<Entry>>)>;
+
+/// A small concurrent map, sharded, each shard under a read-mostly lock.
+pub struct DecisionCache {
+    shards: Vec<Shard>,
+}
+
+impl Default for DecisionCache {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        }
+    }
+}
+
+fn hash(agent: &str, server: &str, tool: &str, features: &Features) -> u64 {
+    let mut h = DefaultHasher::new();
+    (agent, server, tool, features).hash(&mut h);
+    h.finish()
+}
+
+impl DecisionCache {
+    fn shard(&self, h: u64) -> Option<&Shard> {
+        self.shards.get((h as usize) % SHARDS)
+    }
+
+    pub fn get(
+        &self,
+        agent: &str,
+        server: &str,
+        tool: &str,
+        features: &Features,
+    ) -> Option<Arc<Decision>> {
+        let h = hash(agent, server, tool, features);
+        let shard = self.shard(h)?.read().ok()?;
+        shard.1.get(&h)?.iter().find_map(|e| {
+            (&*e.agent == agent
+                && &*e.server == server
+                && &*e.tool == tool
+                && e.features == *features)
+                .then(|| e.decision.clone())
+        })
+    }
+
+    pub fn insert(
+        &self,
+        agent: &str,
+        server: &str,
+        tool: &str,
+        features: Features,
+        decision: Arc<Decision>,
+    ) {
+        let h = hash(agent, server, tool, &features);
+        let Some(Ok(mut shard)) = self.shard(h).map(RwLock::write) else {
+            return;
+        };
+        if shard.0 >= SHARD_CAP {
+            shard.1.clear();
+            shard.0 = 0;
+        }
+        let bucket = shard.1.entry(h).or_default();
+        if bucket.iter().any(|e| {
+            &*e.agent == agent && &*e.server == server && &*e.tool == tool && e.features == features
+        }) {
+            return;
+        }
+        bucket.push(Entry {
+            agent: agent.into(),
+            server: server.into(),
+            tool: tool.into(),
+            features,
+            decision,
+        });
+        shard.0 += 1;
+    }
+}

@@ -1,0 +1,495 @@
+//! The policy engine: default policies on the token path (narrowing, step_up), the policy
+//! lifecycle through the admin API, and AuthZEN for MCP servers.
+use crate::both;
+use crate::harness::{H, Resp};
+use mandate::agents::NewAgent;
+use serde_json::{Value, json};
+
+const CRM: &str = "https://crm.mcp.test/mcp";
+const TOOLS: &[&str] = &[
+    "search:read:internal",
+    "fetch:read:public",
+    "export:read:confidential",
+    "write_doc:write:internal",
+    "deploy:execute:restricted",
+];
+
+async fn agent(h: &H, trust: &str) -> (String, String) {
+    let (id, secret) = h
+        .agent(NewAgent {
+            name: format!("{trust} agent"),
+            owner: "owner@example.com".into(),
+            trust_level: trust.into(),
+            environment: "prod".into(),
+            allowed_resources: vec![CRM.into()],
+            scope_ceiling: vec!["tools:read tools:write tools:execute".into()],
+            ..Default::default()
+        })
+        .await;
+    (id, secret.unwrap())
+}
+
+async fn scope(h: &H, a: &(String, String), s: Option<&str>) -> Resp {
+    let mut extra = vec![("resource", CRM)];
+    if let Some(s) = s {
+        extra.push(("scope", s));
+    }
+    h.token(&a.0, &a.1, &extra).await
+}
+
+async fn admin(h: &H) -> String {
+    let t = h.app().admin().create_admin_token("test").await.unwrap();
+    h.app().refresh_registry(true).await.unwrap();
+    t
+}
+
+async fn call(h: &H, m: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> Resp {
+    let mut req = h
+        .http
+        .request(m, h.url(&format!("/admin/v1{path}")))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    Resp::from(req.send().await.unwrap()).await
+}
+
+async fn authzen(h: &H, path: &str, basic: (&str, &str), body: Value) -> Resp {
+    let req = h
+        .http
+        .post(h.url(path))
+        .basic_auth(basic.0, Some(basic.1))
+        .json(&body);
+    Resp::from(req.send().await.unwrap()).await
+}
+
+/// The default policies on the token path: class scopes narrowed, confidential by trust,
+/// restricted as step_up (left out of the token, named in `step_up_scope`).
+async fn default_policies_shape_tokens(h: H) -> H {
+    h.server(CRM, "prod", TOOLS).await;
+    let low = agent(&h, "low").await;
+    let medium = agent(&h, "medium").await;
+
+    // Confidential needs medium trust: a low agent's tools:read is narrowed.
+    let r = scope(&h, &low, Some("tools:read")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["scope"], "tools:fetch tools:search");
+    assert!(r.body.get("step_up_scope").is_none());
+    let r = scope(&h, &medium, Some("tools:read")).await;
+    assert_eq!(r.body["scope"], "tools:read");
+    let r = scope(&h, &low, Some("tools:export")).await;
+    assert_eq!((r.status, r.error()), (400, "invalid_scope"));
+
+    // Restricted: step_up. Left out, and named.
+    let r = scope(&h, &medium, Some("tools:search tools:deploy")).await;
+    assert_eq!(r.body["scope"], "tools:search");
+    assert_eq!(r.body["step_up_scope"], "tools:deploy");
+    let r = scope(&h, &medium, Some("tools:execute")).await;
+    assert_eq!((r.status, r.error()), (400, "invalid_scope"));
+    let d = r.body["error_description"].as_str().unwrap();
+    assert!(d.contains("approval") && d.contains("tools:deploy"), "{d}");
+    // No policy internals on the wire.
+    assert!(!d.contains("restricted-needs-approval"));
+
+    // No scope asked: the ceiling, decided tool by tool.
+    let r = scope(&h, &low, None).await;
+    assert_eq!(r.body["scope"], "tools:write tools:fetch tools:search");
+    assert_eq!(r.body["step_up_scope"], "tools:deploy");
+    // The same again comes from the decision cache, and agrees.
+    let again = scope(&h, &low, None).await;
+    assert_eq!(again.body["scope"], r.body["scope"]);
+    h
+}
+both!(default_policies_shape_tokens);
+
+/// Apply, invalid refused with Cedar's message, lockout refused, history, diff, rollback,
+/// what-if: all through the admin API, and seen by the token endpoint at once.
+async fn policy_lifecycle(h: H) -> H {
+    use reqwest::Method as M;
+    h.server(CRM, "prod", TOOLS).await;
+    let medium = agent(&h, "medium").await;
+    let t = admin(&h).await;
+
+    let r = call(&h, M::GET, "/policies", &t, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["version"], 1);
+    assert_eq!(r.body["policies"].as_array().unwrap().len(), 6);
+    // No admin token: refused.
+    let r = Resp::from(
+        h.http
+            .get(h.url("/admin/v1/policies"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+
+    // Invalid Cedar, unknown attribute, unknown entity type: 400 with Cedar's words.
+    for (bad, says) in [
+        (
+            "permit(principal, action, resource",
+            "unexpected end of input",
+        ),
+        (
+            "permit(principal, action, resource) when { principal.clearance > 2 };",
+            "clearance",
+        ),
+        ("permit(principal is User, action, resource);", "User"),
+    ] {
+        let r = call(&h, M::PUT, "/policies", &t, Some(json!({"policies": bad}))).await;
+        assert_eq!((r.status, r.error()), (400, "invalid_policy"), "{bad}");
+        let d = r.body["error_description"].as_str().unwrap();
+        assert!(d.contains(says), "{bad}: {d}");
+    }
+    // A set that denies everything: refused unless forced.
+    let r = call(
+        &h,
+        M::PUT,
+        "/policies",
+        &t,
+        Some(json!({"policies": "forbid(principal, action, resource);"})),
+    )
+    .await;
+    assert_eq!((r.status, r.error()), (409, "lockout"));
+    let r = call(&h, M::GET, "/policies/versions", &t, None).await;
+    assert_eq!(r.body["versions"].as_array().unwrap().len(), 1);
+
+    // A real change: confidential tools need high trust now.
+    let stricter = mandate::policy::DEFAULT_POLICIES.replace("trust_rank < 2", "trust_rank < 3");
+    let r = call(
+        &h,
+        M::PUT,
+        "/policies",
+        &t,
+        Some(json!({"policies": stricter, "message": "confidential needs high trust"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["version"], 2);
+    let r = scope(&h, &medium, Some("tools:read")).await;
+    assert_eq!(r.body["scope"], "tools:fetch tools:search");
+
+    let r = call(&h, M::GET, "/policies/versions", &t, None).await;
+    let v = r.body["versions"].as_array().unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0]["version"], 2);
+    assert_eq!(v[0]["active"], true);
+    assert_eq!(v[0]["message"], "confidential needs high trust");
+    assert!(
+        v[0]["author"]
+            .as_str()
+            .unwrap()
+            .starts_with("admin token adm_")
+    );
+    assert_eq!(v[1]["author"], "mandate");
+    let r = call(&h, M::GET, "/policies/diff?from=1&to=2", &t, None).await;
+    let d = r.body["diff"].as_str().unwrap();
+    assert!(
+        d.contains(
+            "- when { resource.sensitivity == \"confidential\" && principal.trust_rank < 2 };"
+        ),
+        "{d}"
+    );
+    assert!(d.contains("+ when"), "{d}");
+
+    // What-if, for the set in force or a proposed one; changes nothing.
+    let case = json!({
+        "agent": medium.0,
+        "tool": {"server": CRM, "name": "export"},
+    });
+    let r = call(&h, M::POST, "/policies/what-if", &t, Some(case.clone())).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["decision"], "deny");
+    assert_eq!(
+        r.body["reasons"],
+        json!(["confidential-needs-medium-trust"])
+    );
+    let mut proposed = case.clone();
+    proposed["policies"] = json!(mandate::policy::DEFAULT_POLICIES);
+    let r = call(&h, M::POST, "/policies/what-if", &t, Some(proposed)).await;
+    assert_eq!(r.body["decision"], "permit");
+    assert_eq!(r.body["reasons"], json!(["same-environment"]));
+    let r = call(
+        &h,
+        M::POST,
+        "/policies/what-if",
+        &t,
+        Some(json!({"agent": medium.0, "tool": {"server": CRM, "name": "deploy"}})),
+    )
+    .await;
+    assert_eq!(r.body["decision"], "step_up");
+    assert_eq!(r.body["reasons"], json!(["restricted-needs-approval"]));
+
+    // Rollback: version 1's text in force again, as version 3.
+    let r = call(
+        &h,
+        M::POST,
+        "/policies/rollback",
+        &t,
+        Some(json!({"version": 1})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["version"], 3);
+    let r = scope(&h, &medium, Some("tools:read")).await;
+    assert_eq!(r.body["scope"], "tools:read");
+    let r = call(&h, M::GET, "/policies/versions/3", &t, None).await;
+    assert_eq!(r.body["source"], mandate::policy::DEFAULT_POLICIES);
+    assert_eq!(r.body["rollback_of"], 1);
+    let r = call(
+        &h,
+        M::POST,
+        "/policies/rollback",
+        &t,
+        Some(json!({"version": 99})),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+
+    // Another node on the same database picks the change up by itself.
+    let node2 = h.second_node().await;
+    let before = node2.app.registry().policy.version;
+    assert_eq!(before, 3);
+    let r = call(
+        &h,
+        M::PUT,
+        "/policies",
+        &t,
+        Some(json!({"policies": stricter})),
+    )
+    .await;
+    assert_eq!(r.body["version"], 4);
+    let app2 = node2.app.clone();
+    assert!(
+        crate::harness::eventually(5, || {
+            let app2 = app2.clone();
+            async move { app2.registry().policy.version == 4 }
+        })
+        .await
+    );
+    node2.stop().await.unwrap();
+
+    // A lockout, forced: saved, said so, and nothing is permitted any more.
+    let r = call(
+        &h,
+        M::PUT,
+        "/policies",
+        &t,
+        Some(json!({"policies": "forbid(principal, action, resource);", "force": true})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert!(
+        r.body["forced_past"]
+            .as_str()
+            .unwrap()
+            .contains("no permit")
+    );
+    let r = scope(&h, &medium, Some("tools:read")).await;
+    assert_eq!((r.status, r.error()), (400, "invalid_scope"));
+    h
+}
+both!(policy_lifecycle);
+
+/// AuthZEN: metadata, single and batch evaluations for an agent or a token, reasons and
+/// step_up in the context, each default policy, and callers limited to their own tools.
+async fn authzen_evaluations(h: H) -> H {
+    let srv = h.server(CRM, "prod", TOOLS).await;
+    let other = h
+        .server("https://other.mcp.test/", "prod", &["ping:read:public"])
+        .await;
+    let low = agent(&h, "low").await;
+    let medium = agent(&h, "medium").await;
+    let basic = (srv.0.as_str(), srv.1.as_str());
+
+    let meta: Value = h
+        .http
+        .get(h.url("/.well-known/authzen-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["policy_decision_point"], h.base.as_str());
+    assert_eq!(
+        meta["access_evaluation_endpoint"],
+        format!("{}/access/v1/evaluation", h.base)
+    );
+
+    let ask = |who: &str, tool: &str, ctx: Value| {
+        json!({
+            "subject": {"type": "agent", "id": who},
+            "action": {"name": "call"},
+            "resource": {"type": "tool", "id": tool},
+            "context": ctx,
+        })
+    };
+    let eval = |body: Value| authzen(&h, "/access/v1/evaluation", basic, body);
+    // Permit, with the determining policy.
+    let r = eval(ask(&medium.0, "search", json!({}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["decision"], true);
+    assert_eq!(r.body["context"]["reasons"], json!(["same-environment"]));
+    // Confidential needs medium trust.
+    let r = eval(ask(&low.0, "export", json!({}))).await;
+    assert_eq!(r.body["decision"], false);
+    assert_eq!(
+        r.body["context"]["reasons"],
+        json!(["confidential-needs-medium-trust"])
+    );
+    // Restricted: step_up, then permit with a human's approval.
+    let r = eval(ask(&medium.0, "deploy", json!({}))).await;
+    assert_eq!(r.body["decision"], false);
+    assert_eq!(r.body["context"]["decision"], "step_up");
+    assert_eq!(r.body["context"]["step_up"], true);
+    let r = eval(ask(
+        &medium.0,
+        "deploy",
+        json!({"approved": true, "approver": "alice@example.com"}),
+    ))
+    .await;
+    assert_eq!(r.body["decision"], true);
+    assert_eq!(
+        r.body["context"]["reasons"],
+        json!(["restricted-needs-approval"])
+    );
+    // Another environment: never.
+    let r = eval(ask(&medium.0, "search", json!({"environment": "dev"}))).await;
+    assert_eq!(r.body["decision"], false);
+    assert_eq!(
+        r.body["context"]["reasons"],
+        json!(["no-cross-environment"])
+    );
+    // Risk 70: writes step up, reads go on; risk 90: nothing.
+    let r = eval(ask(&medium.0, "write_doc", json!({"risk_score": 75}))).await;
+    assert_eq!(r.body["context"]["decision"], "step_up");
+    let r = eval(ask(&medium.0, "search", json!({"risk_score": 75}))).await;
+    assert_eq!(r.body["decision"], true);
+    let r = eval(ask(
+        &medium.0,
+        "search",
+        json!({"risk_score": 95, "approved": true}),
+    ))
+    .await;
+    assert_eq!(r.body["decision"], false);
+    assert_eq!(
+        r.body["context"]["reasons"],
+        json!(["very-high-risk-denied"])
+    );
+    // Unknown tool or agent: a plain deny.
+    let r = eval(ask(&medium.0, "nope", json!({}))).await;
+    assert_eq!(r.body["decision"], false);
+    let r = eval(ask("agt_nobody", "search", json!({}))).await;
+    assert_eq!(r.body["decision"], false);
+
+    // The token as subject: no second lookup for a gateway; its scope counts too.
+    let tok = scope(&h, &low, Some("tools:search")).await.access_token();
+    let by_token = |tool: &str| {
+        json!({
+            "subject": {"type": "token", "id": tok},
+            "action": {"name": "tools/call"},
+            "resource": {"type": "tool", "id": tool},
+        })
+    };
+    let r = eval(by_token("search")).await;
+    assert_eq!(r.body["decision"], true, "{:?}", r.body);
+    let r = eval(by_token("fetch")).await;
+    assert_eq!(r.body["decision"], false);
+    assert_eq!(r.body["context"]["reason"], "insufficient_scope");
+    // Another server's credentials with this token: not its audience.
+    let r = authzen(
+        &h,
+        "/access/v1/evaluation",
+        (&other.0, &other.1),
+        json!({"subject": {"type": "token", "id": tok}, "action": {"name": "call"},
+               "resource": {"type": "tool", "id": "ping"}}),
+    )
+    .await;
+    assert_eq!(r.body["decision"], false);
+
+    // Batch, with defaults and each semantic.
+    let batch = |semantic: &str| {
+        json!({
+            "subject": {"type": "agent", "id": medium.0},
+            "action": {"name": "call"},
+            "evaluations": [
+                {"resource": {"type": "tool", "id": "search"}},
+                {"resource": {"type": "tool", "id": "deploy"}},
+                {"resource": {"type": "tool", "id": "fetch"}},
+            ],
+            "options": {"evaluations_semantic": semantic},
+        })
+    };
+    let r = authzen(&h, "/access/v1/evaluations", basic, batch("execute_all")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let e = r.body["evaluations"].as_array().unwrap();
+    assert_eq!(
+        e.iter().map(|x| x["decision"].clone()).collect::<Vec<_>>(),
+        vec![json!(true), json!(false), json!(true)]
+    );
+    assert_eq!(e[1]["context"]["step_up"], true);
+    let r = authzen(
+        &h,
+        "/access/v1/evaluations",
+        basic,
+        batch("deny_on_first_deny"),
+    )
+    .await;
+    assert_eq!(r.body["evaluations"].as_array().unwrap().len(), 2);
+    let r = authzen(
+        &h,
+        "/access/v1/evaluations",
+        basic,
+        batch("permit_on_first_permit"),
+    )
+    .await;
+    assert_eq!(r.body["evaluations"].as_array().unwrap().len(), 1);
+
+    // Bad input: clear errors.
+    for bad in [
+        json!({"action": {"name": "call"}, "resource": {"type": "tool", "id": "search"}}),
+        json!({"subject": {"type": "agent", "id": 7}, "action": {"name": "call"}, "resource": {"type": "tool", "id": "search"}}),
+        json!({"subject": {"type": "user", "id": "x"}, "action": {"name": "call"}, "resource": {"type": "tool", "id": "search"}}),
+        json!({"subject": {"type": "agent", "id": "x"}, "action": {"name": "delete"}, "resource": {"type": "tool", "id": "search"}}),
+        json!({"subject": {"type": "agent", "id": "x"}, "action": {"name": "call"}, "resource": {"type": "tool", "id": "search"}, "context": {"risk_score": "high"}}),
+        json!("not an object"),
+    ] {
+        let r = eval(bad.clone()).await;
+        assert_eq!((r.status, r.error()), (400, "invalid_request"), "{bad}");
+    }
+    let r = authzen(
+        &h,
+        "/access/v1/evaluations",
+        basic,
+        json!({"evaluations": [{"resource": {"type": "tool", "id": "search"}}]}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+
+    // A server asking about another server's tools: refused.
+    let mut theirs = ask(&medium.0, "ping", json!({}));
+    theirs["resource"]["properties"] = json!({"server": "https://other.mcp.test/"});
+    let r = eval(theirs).await;
+    assert_eq!((r.status, r.error()), (403, "forbidden"));
+    // Only MCP servers, with valid credentials.
+    let r = authzen(
+        &h,
+        "/access/v1/evaluation",
+        (&medium.0, &medium.1),
+        ask(&medium.0, "search", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = authzen(
+        &h,
+        "/access/v1/evaluation",
+        (&srv.0, "wrong"),
+        ask(&medium.0, "search", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    h
+}
+both!(authzen_evaluations);
