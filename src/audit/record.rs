@@ -2,11 +2,10 @@
 //! revocation. The protocol core notes what it saw in a [`Seen`]; the functions here turn it
 //! into an [`Event`] (owned strings, nothing hashed or serialised on the request thread).
 use super::event::{Actor, ActorKind, Decision, Detail, Event, kinds};
-use super::{Audit, AuditUnavailable, Trail};
+use super::{Audit, AuditUnavailable};
 use crate::agents::Agent;
 use crate::oauth::{OAuthError, Params, TokenResponse};
 use crate::resources::McpServer;
-use crate::store::Store;
 use base64::Engine;
 use serde_json::Value;
 use std::net::IpAddr;
@@ -193,29 +192,4 @@ impl Audit {
             )),
         }
     }
-}
-
-/// Persists a revocation and its audit event in one transaction.
-pub async fn persist_revocation(
-    store: &Store,
-    trail: &Trail,
-    kind: &str,
-    value: &str,
-    client_id: Option<&str>,
-    expires_at: i64,
-    now: i64,
-) -> Result<(), crate::store::StoreError> {
-    let tx = store.begin().await?;
-    crate::store::insert_revocation_in(&tx, kind, value, client_id, expires_at, now).await?;
-    let mut ev = trail
-        .event(kinds::TOKEN_REVOKED, now)
-        .action("revoke")
-        .subject(value)
-        .decision(Decision::Permit)
-        .detail_str("kind", kind)
-        .detail("expires_at", Detail::Int(expires_at));
-    ev.agent = client_id.map(str::to_string);
-    trail.record(&tx, now, ev).await?;
-    tx.commit().await?;
-    Ok(())
 }

@@ -164,27 +164,6 @@ impl Store {
 
     // --- revocations ----------------------------------------------------------------------
 
-    pub async fn insert_revocation(
-        &self,
-        kind: &str,
-        value: &str,
-        client_id: Option<&str>,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        revocation::ActiveModel {
-            kind: Set(kind.to_string()),
-            value: Set(value.to_string()),
-            client_id: Set(client_id.map(str::to_string)),
-            expires_at: Set(expires_at),
-            created_at: Set(now),
-            ..Default::default()
-        }
-        .insert(&self.db)
-        .await?;
-        Ok(())
-    }
-
     /// Unexpired revocations created at or after `since`.
     pub async fn revocations_created_since(
         &self,
@@ -268,28 +247,6 @@ impl Store {
             .await?
             .rows_affected)
     }
-}
-
-/// Inserts a revocation inside a transaction (with its audit event).
-pub async fn insert_revocation_in(
-    tx: &DatabaseTransaction,
-    kind: &str,
-    value: &str,
-    client_id: Option<&str>,
-    expires_at: i64,
-    now: i64,
-) -> Result<(), StoreError> {
-    revocation::ActiveModel {
-        kind: Set(kind.to_string()),
-        value: Set(value.to_string()),
-        client_id: Set(client_id.map(str::to_string)),
-        expires_at: Set(expires_at),
-        created_at: Set(now),
-        ..Default::default()
-    }
-    .insert(tx)
-    .await?;
-    Ok(())
 }
 
 /// Bumps the registry version inside a write transaction, so every node reloads.
