@@ -100,6 +100,9 @@ pub struct Agent {
     pub session_lifetime_secs: Option<i64>,
     /// Session idle timeout, seconds (deployment default when absent).
     pub session_idle_secs: Option<i64>,
+    /// Groups (teams and the like) policies can name: `principal.groups.contains("payments")`.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// What an operator gives to register an agent.
@@ -132,6 +135,8 @@ pub struct NewAgent {
     pub session_lifetime_secs: Option<i64>,
     #[serde(default)]
     pub session_idle_secs: Option<i64>,
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 impl Default for NewAgent {
@@ -151,6 +156,7 @@ impl Default for NewAgent {
             jwks_uri: None,
             session_lifetime_secs: None,
             session_idle_secs: None,
+            groups: Vec::new(),
         }
     }
 }
@@ -178,6 +184,30 @@ pub struct AgentPatch {
     pub jwks_uri: Option<Option<String>>,
     pub session_lifetime_secs: Option<Option<i64>>,
     pub session_idle_secs: Option<Option<i64>>,
+    pub groups: Option<Vec<String>>,
+}
+
+/// Checks and normalises a group list: names of A-Z a-z 0-9 `_ . - :`, at most 64 groups,
+/// sorted, no duplicates.
+pub fn check_groups(raw: &[String]) -> Result<Vec<String>, String> {
+    if raw.len() > 64 {
+        return Err("at most 64 groups".into());
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for g in raw {
+        let ok = (1..=64).contains(&g.len())
+            && g.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        if !ok {
+            return Err(format!(
+                "group {g:?} must be 1-64 characters of A-Z a-z 0-9 _ . - :"
+            ));
+        }
+        out.push(g.clone());
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// A scope this server understands: `tools:<name>` or `tools:<class>`.

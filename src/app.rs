@@ -94,7 +94,12 @@ impl App {
         }
         .ensure_key(&config.signing_alg, &kek)
         .await?;
-        crate::policy::store::ensure_default(&store, clock.now()).await?;
+        crate::policy::store::ensure_default(
+            &store,
+            clock.now(),
+            &crate::audit::Trail::new(&config, crate::audit::Actor::system()),
+        )
+        .await?;
         let registry = Registry::from_rows(store.load_registry().await?, &kek);
         let metrics = Metrics::default();
         let audit = crate::audit::Audit::start(&config, schema, clock.clone(), &metrics).await?;
@@ -155,6 +160,18 @@ impl App {
             store: &self.store,
             now: self.clock.now(),
             audit: self.audit.trail(actor),
+        }
+    }
+
+    /// The policy write service, for changes made by `actor` (audited).
+    pub fn policy_admin_as(
+        &self,
+        actor: crate::audit::Actor,
+    ) -> crate::policy::service::PolicyAdmin<'_> {
+        crate::policy::service::PolicyAdmin {
+            store: &self.store,
+            now: self.clock.now(),
+            trail: self.audit.trail(actor),
         }
     }
 

@@ -218,6 +218,9 @@ enum AgentsCmd {
         /// Session idle timeout, seconds (default from configuration).
         #[arg(long)]
         session_idle: Option<i64>,
+        /// A group (team) policies can name (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
         #[command(flatten)]
         out: Output,
     },
@@ -239,6 +242,9 @@ enum AgentsCmd {
         scopes: Option<Vec<String>>,
         #[arg(long)]
         token_ttl: Option<i64>,
+        /// Replace the agent's groups (repeatable; `--group ''` alone clears them).
+        #[arg(long = "group")]
+        groups: Option<Vec<String>>,
         #[command(flatten)]
         out: Output,
     },
@@ -531,6 +537,7 @@ async fn agents(c: AgentsCmd, cfg: &Config, now: i64) -> Result<()> {
             jwks_uri,
             session_lifetime,
             session_idle,
+            groups,
             out,
         } => {
             let jwks = match jwks {
@@ -554,6 +561,7 @@ async fn agents(c: AgentsCmd, cfg: &Config, now: i64) -> Result<()> {
                 jwks_uri,
                 session_lifetime_secs: session_lifetime,
                 session_idle_secs: session_idle,
+                groups,
             };
             let created = admin.create_agent(&n).await?;
             print(&out, &created, || {
@@ -600,6 +608,7 @@ async fn agents(c: AgentsCmd, cfg: &Config, now: i64) -> Result<()> {
             resources,
             scopes,
             token_ttl,
+            groups,
             out,
         } => {
             let p = AgentPatch {
@@ -607,6 +616,7 @@ async fn agents(c: AgentsCmd, cfg: &Config, now: i64) -> Result<()> {
                 allowed_resources: resources,
                 scope_ceiling: scopes,
                 token_ttl_cap: token_ttl.map(Some),
+                groups: groups.map(|g| g.into_iter().filter(|g| !g.is_empty()).collect()),
                 ..Default::default()
             };
             let a = admin.update_agent(&id, &p).await?;

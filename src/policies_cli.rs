@@ -63,10 +63,25 @@ pub enum PoliciesCmd {
     },
 }
 
+/// Tells running nodes through Redis that the policy set changed, so they reload at once
+/// rather than at their next registry poll. Without Redis the poll is the only way.
+async fn announce(cfg: &Config) {
+    use mandate::sessions::Backend;
+    let Some(url) = &cfg.redis_url else {
+        return;
+    };
+    match mandate::sessions::redis::RedisBackend::connect(url, &cfg.redis_prefix).await {
+        Ok(r) => r.share_registry_change().await,
+        Err(e) => eprintln!(
+            "warning: redis unreachable ({e}); nodes pick the change up at their next poll"
+        ),
+    }
+}
+
 pub async fn policies(c: PoliciesCmd, cfg: &Config, now: i64) -> Result<()> {
     use mandate::policy::{self, service, store as pstore};
     let store = open_store(cfg, None).await?;
-    pstore::ensure_default(&store, now).await?;
+    pstore::ensure_default(&store, now, &mandate::audit::Trail::cli(cfg)).await?;
     let registry = || async {
         let kek = Kek::load(cfg.key_encryption_key.as_deref(), &cfg.data_dir)?;
         anyhow::Ok(Registry::from_rows(store.load_registry().await?, &kek))
@@ -121,12 +136,17 @@ pub async fn policies(c: PoliciesCmd, cfg: &Config, now: i64) -> Result<()> {
         } => {
             let src = read(&file)?;
             let reg = registry().await?;
-            let applied = service::PolicyAdmin { store: &store, now }
-                .apply(&src, &author(who), &message, force, &reg)
-                .await?;
+            let applied = service::PolicyAdmin {
+                store: &store,
+                now,
+                trail: mandate::audit::Trail::cli(cfg),
+            }
+            .apply(&src, &author(who), &message, force, &reg)
+            .await?;
+            announce(cfg).await;
             print(&out, &applied, || {
                 let mut s = format!(
-                    "policy set version {} in force ({} policies); servers pick it up within the refresh interval",
+                    "policy set version {} in force ({} policies); running nodes reload it now (Redis) or within the refresh interval",
                     applied.version, applied.policies
                 );
                 for w in &applied.warnings {
@@ -184,9 +204,14 @@ pub async fn policies(c: PoliciesCmd, cfg: &Config, now: i64) -> Result<()> {
             force,
         } => {
             let reg = registry().await?;
-            let applied = service::PolicyAdmin { store: &store, now }
-                .rollback(version, &author(who), force, &reg)
-                .await?;
+            let applied = service::PolicyAdmin {
+                store: &store,
+                now,
+                trail: mandate::audit::Trail::cli(cfg),
+            }
+            .rollback(version, &author(who), force, &reg)
+            .await?;
+            announce(cfg).await;
             println!(
                 "version {version} is back in force as version {}",
                 applied.version

@@ -47,6 +47,8 @@ pub mod kinds {
     pub const AUDIT_PRUNED: Kind = Kind("audit.pruned");
     pub const AGENT_KILLED: Kind = Kind("agent.killed");
     pub const SESSION_STARTED: Kind = Kind("session.started");
+    pub const POLICY_APPLIED: Kind = Kind("policy.applied");
+    pub const POLICY_EVALUATED: Kind = Kind("policy.evaluated");
 
     /// The kinds a query may filter on.
     pub const ALL: &[Kind] = &[
@@ -67,6 +69,8 @@ pub mod kinds {
         KEY_ADDED,
         ADMIN_TOKEN_CREATED,
         AUDIT_PRUNED,
+        POLICY_APPLIED,
+        POLICY_EVALUATED,
     ];
 }
 

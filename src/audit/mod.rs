@@ -167,4 +167,9 @@ impl Audit {
     pub async fn record(&self, event: Event) -> Result<(), AuditUnavailable> {
         self.writer.record(event).await
     }
+
+    /// Queues several events (one request's) and waits until all are committed.
+    pub async fn record_all(&self, events: Vec<Event>) -> Result<(), AuditUnavailable> {
+        self.writer.record_all(events).await
+    }
 }

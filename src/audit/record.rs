@@ -26,6 +26,8 @@ pub struct Seen {
     pub resource: Option<String>,
     pub asked_scope: Option<String>,
     pub grant_type: Option<String>,
+    /// Ids of the policies that determined the decisions behind the answer.
+    pub policy_reasons: Vec<String>,
 }
 
 impl Seen {
@@ -112,6 +114,9 @@ impl Audit {
             .request_id(request_id);
         ev.agent = seen.agent.as_ref().map(|a| a.id.clone());
         ev.server = seen.server.as_ref().map(|s| s.id.clone());
+        for r in seen.policy_reasons {
+            ev = ev.reason(r);
+        }
         match &result {
             Ok(_) => {
                 ev = ev
@@ -192,4 +197,53 @@ impl Audit {
             )),
         }
     }
+}
+
+/// The `policy.evaluated` event of one AuthZEN evaluation by MCP server `caller`: who asked
+/// about which subject and tool, and the decision with the policies behind it. A token
+/// subject is recorded by fingerprint.
+pub fn evaluation_event(
+    now: i64,
+    peer: IpAddr,
+    request_id: Option<String>,
+    caller: &McpServer,
+    e: &crate::policy::authzen::Evaluation,
+    answer: &Value,
+) -> Event {
+    let ctx = &answer["context"];
+    let decision = match ctx["decision"].as_str() {
+        Some("permit") => Decision::Permit,
+        Some("step_up") => Decision::StepUp,
+        _ => Decision::Deny,
+    };
+    let mut ev = Event::new(
+        kinds::POLICY_EVALUATED,
+        now,
+        Actor::new(ActorKind::Server, caller.id.clone()),
+    )
+    .server(caller.id.clone())
+    .action("evaluate")
+    .decision(decision)
+    .source(peer)
+    .request_id(request_id)
+    .detail_str("requested_action", e.action.name.clone());
+    ev.tool = Some(e.resource.id.chars().take(200).collect());
+    if e.subject.kind == "token" {
+        ev = ev.subject(format!(
+            "token:{}",
+            crate::secrets::fingerprint(&e.subject.id)
+        ));
+    } else {
+        let id: String = e.subject.id.chars().take(200).collect();
+        ev = ev.subject(id.clone()).agent(id);
+    }
+    if let Some(list) = ctx["reasons"].as_array() {
+        for r in list.iter().filter_map(Value::as_str) {
+            ev = ev.reason(r);
+        }
+    }
+    if let Some(r) = ctx["reason"].as_str() {
+        ev = ev.reason(r);
+    }
+    ev
 }

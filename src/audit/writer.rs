@@ -136,6 +136,23 @@ impl Writer {
         done.await.map_err(|_| AuditUnavailable)?
     }
 
+    /// Queues `events` in order and waits until every one is committed.
+    pub async fn record_all(&self, events: Vec<Event>) -> Result<(), AuditUnavailable> {
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            let (ack, done) = oneshot::channel();
+            self.tx
+                .send((event, ack))
+                .await
+                .map_err(|_| AuditUnavailable)?;
+            acks.push(done);
+        }
+        for done in acks {
+            done.await.map_err(|_| AuditUnavailable)??;
+        }
+        Ok(())
+    }
+
     /// Writes what is queued, then stops the writer (graceful shutdown).
     pub async fn shutdown(&self) {
         self.stop.notify_one();

@@ -3,6 +3,7 @@
 //! `/.well-known/authzen-configuration`.
 use super::{ErrorResponse, authorization, no_store_json};
 use crate::app::AppState;
+use crate::audit::record::evaluation_event;
 use crate::policy::authzen::{self, AuthzenError};
 use axum::Router;
 use axum::body::Bytes;
@@ -37,7 +38,8 @@ fn refused(e: AuthzenError) -> Response {
     resp
 }
 
-/// Authenticates the caller, parses the body as `T` and answers with `f`.
+/// Authenticates the caller, parses the body as `T`, answers with `f` and records one
+/// `policy.evaluated` event per decision (answered only once they are committed).
 async fn handle<T: serde::de::DeserializeOwned>(
     app: &AppState,
     peer: SocketAddr,
@@ -47,7 +49,7 @@ async fn handle<T: serde::de::DeserializeOwned>(
         &crate::registry::Registry,
         &crate::resources::McpServer,
         &T,
-    ) -> Result<serde_json::Value, AuthzenError>,
+    ) -> Result<(serde_json::Value, Vec<crate::audit::Event>), AuthzenError>,
 ) -> Response {
     let server = match authorization(headers) {
         Ok(auth) => match app.authenticate_server(peer.ip(), auth).await {
@@ -65,9 +67,19 @@ async fn handle<T: serde::de::DeserializeOwned>(
     };
     let registry = app.registry();
     match f(&registry, &server, &req) {
-        Ok(v) => no_store_json(v),
+        Ok((v, events)) => match app.audit.record_all(events).await {
+            Ok(()) => no_store_json(v),
+            Err(_) => ErrorResponse(crate::oauth::OAuthError::TemporarilyUnavailable(
+                "audit log unavailable".into(),
+            ))
+            .into_response(),
+        },
         Err(e) => refused(e),
     }
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    crate::audit::record::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok()))
 }
 
 async fn evaluation(
@@ -76,8 +88,11 @@ async fn evaluation(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let rid = request_id(&headers);
     handle(&app, peer, &headers, &body, |reg, srv, e| {
-        app.authzen_evaluate(reg, srv, e)
+        let v = app.authzen_evaluate(reg, srv, e)?;
+        let ev = evaluation_event(app.clock.now(), peer.ip(), rid, srv, e, &v);
+        Ok((v, vec![ev]))
     })
     .await
 }
@@ -88,8 +103,16 @@ async fn evaluations(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let rid = request_id(&headers);
     handle(&app, peer, &headers, &body, |reg, srv, b| {
-        app.authzen_evaluations(reg, srv, b)
+        let (v, items) = app.authzen_evaluations(reg, srv, b)?;
+        let now = app.clock.now();
+        let events = items
+            .iter()
+            .zip(v["evaluations"].as_array().into_iter().flatten())
+            .map(|(e, answer)| evaluation_event(now, peer.ip(), rid.clone(), srv, e, answer))
+            .collect();
+        Ok((v, events))
     })
     .await
 }

@@ -1,15 +1,12 @@
 //! Policy administration under `/admin/v1/policies` (admin bearer token): the set in force,
 //! its history, apply, rollback, diff, and what-if.
-use super::ErrorResponse;
+use super::admin::AdminCaller;
 use crate::app::AppState;
-use crate::oauth::OAuthError;
-use crate::policy::service::PolicyAdmin;
 use crate::policy::testing::Case;
 use crate::policy::{PolicyError, compile, schema, store};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,26 +21,6 @@ pub fn routes() -> Router<AppState> {
         .route("/policies/rollback", post(rollback))
         .route("/policies/diff", get(diff))
         .route("/policies/what-if", post(what_if))
-}
-
-/// An admin caller, by the id of the admin token it presented (recorded as the author).
-pub struct Author(String);
-
-impl FromRequestParts<AppState> for Author {
-    type Rejection = ErrorResponse;
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ErrorResponse> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or(OAuthError::InvalidToken)?;
-        app.registry()
-            .admin_token(token)
-            .map(|id| Author(format!("admin token {id}")))
-            .ok_or(ErrorResponse(OAuthError::InvalidToken))
-    }
 }
 
 pub struct PolicyResponseError(PolicyError);
@@ -91,7 +68,7 @@ impl IntoResponse for PolicyResponseError {
 
 type PolicyResult = Result<Response, PolicyResponseError>;
 
-async fn active(_: Author, State(app): State<AppState>) -> PolicyResult {
+async fn active(_: AdminCaller, State(app): State<AppState>) -> PolicyResult {
     let reg = app.registry();
     let engine = &reg.policy;
     Ok(Json(json!({
@@ -102,11 +79,11 @@ async fn active(_: Author, State(app): State<AppState>) -> PolicyResult {
     .into_response())
 }
 
-async fn history(_: Author, State(app): State<AppState>) -> PolicyResult {
+async fn history(_: AdminCaller, State(app): State<AppState>) -> PolicyResult {
     Ok(Json(json!({ "versions": store::history(&app.store).await? })).into_response())
 }
 
-async fn version(_: Author, State(app): State<AppState>, Path(v): Path<i64>) -> PolicyResult {
+async fn version(_: AdminCaller, State(app): State<AppState>, Path(v): Path<i64>) -> PolicyResult {
     let m = store::get(&app.store, v)
         .await?
         .ok_or_else(|| PolicyError::NotFound(format!("policy version {v}")))?;
@@ -124,18 +101,17 @@ struct ApplyBody {
 }
 
 async fn apply(
-    Author(author): Author,
+    caller: AdminCaller,
     State(app): State<AppState>,
     body: Result<Json<ApplyBody>, JsonRejection>,
 ) -> PolicyResult {
     let Json(b) = body?;
     let registry = app.registry();
-    let applied = PolicyAdmin {
-        store: &app.store,
-        now: app.clock.now(),
-    }
-    .apply(&b.policies, &author, &b.message, b.force, &registry)
-    .await?;
+    let author = format!("admin token {}", caller.0);
+    let applied = app
+        .policy_admin_as(caller.actor())
+        .apply(&b.policies, &author, &b.message, b.force, &registry)
+        .await?;
     app.after_registry_change().await;
     Ok((StatusCode::CREATED, Json(applied)).into_response())
 }
@@ -149,18 +125,17 @@ struct RollbackBody {
 }
 
 async fn rollback(
-    Author(author): Author,
+    caller: AdminCaller,
     State(app): State<AppState>,
     body: Result<Json<RollbackBody>, JsonRejection>,
 ) -> PolicyResult {
     let Json(b) = body?;
     let registry = app.registry();
-    let applied = PolicyAdmin {
-        store: &app.store,
-        now: app.clock.now(),
-    }
-    .rollback(b.version, &author, b.force, &registry)
-    .await?;
+    let author = format!("admin token {}", caller.0);
+    let applied = app
+        .policy_admin_as(caller.actor())
+        .rollback(b.version, &author, b.force, &registry)
+        .await?;
     app.after_registry_change().await;
     Ok((StatusCode::CREATED, Json(applied)).into_response())
 }
@@ -173,7 +148,7 @@ struct DiffQuery {
 }
 
 async fn diff(
-    _: Author,
+    _: AdminCaller,
     State(app): State<AppState>,
     q: Result<Query<DiffQuery>, axum::extract::rejection::QueryRejection>,
 ) -> PolicyResult {
@@ -208,7 +183,7 @@ struct WhatIf {
 
 /// What would policy decide for this request (with these policies)? Changes nothing.
 async fn what_if(
-    _: Author,
+    _: AdminCaller,
     State(app): State<AppState>,
     body: Result<Json<WhatIf>, JsonRejection>,
 ) -> PolicyResult {

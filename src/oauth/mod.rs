@@ -94,6 +94,7 @@ impl App {
             &self.issuer,
             self.config.access_token_ttl_secs,
             &facts,
+            &mut seen.policy_reasons,
         )?;
         if self
             .replica

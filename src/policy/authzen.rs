@@ -237,13 +237,14 @@ impl App {
     }
 
     /// Evaluates a batch with its semantic (AuthZEN §7.1): `execute_all` answers every item;
-    /// the other two stop after the first deny or permit.
+    /// the other two stop after the first deny or permit. Returns the answer and the resolved
+    /// items (their answers are the answer's `evaluations`, in order).
     pub fn authzen_evaluations(
         &self,
         registry: &Registry,
         caller: &McpServer,
         b: &Evaluations,
-    ) -> Result<Value, AuthzenError> {
+    ) -> Result<(Value, Vec<Evaluation>), AuthzenError> {
         if b.evaluations.len() > MAX_BATCH {
             return Err(bad(format!("at most {MAX_BATCH} evaluations per request")));
         }
@@ -281,7 +282,7 @@ impl App {
                 _ => {}
             }
         }
-        Ok(json!({ "evaluations": out }))
+        Ok((json!({ "evaluations": out }), items))
     }
 }
 

@@ -56,7 +56,10 @@ pub fn agent_entity(a: &Agent) -> Result<Entity, String> {
         ("environment".to_string(), s(&a.environment)),
         ("owner".to_string(), s(&a.owner)),
         ("purpose".to_string(), s(&a.purpose)),
-        ("groups".to_string(), RestrictedExpression::new_set([])),
+        (
+            "groups".to_string(),
+            RestrictedExpression::new_set(a.groups.iter().map(|g| s(g))),
+        ),
     ]);
     Entity::new(uid("Agent", &a.id)?, attrs, HashSet::new()).map_err(|e| e.to_string())
 }

@@ -82,6 +82,8 @@ pub fn check(
 pub struct PolicyAdmin<'a> {
     pub store: &'a Store,
     pub now: i64,
+    /// Who is changing policy, for the audit log.
+    pub trail: crate::audit::Trail,
 }
 
 impl PolicyAdmin<'_> {
@@ -138,8 +140,10 @@ impl PolicyAdmin<'_> {
                 author,
                 message,
                 rollback_of,
+                forced_past: lockout.as_deref(),
                 now: self.now,
             },
+            &self.trail,
         )
         .await?;
         let policies = compile(source, &schema()?)?.info.len();

@@ -80,12 +80,20 @@ pub struct NewVersion<'a> {
     pub author: &'a str,
     pub message: &'a str,
     pub rollback_of: Option<i64>,
+    /// Applied although it would lock everything out (the warning).
+    pub forced_past: Option<&'a str>,
     pub now: i64,
 }
 
-/// Writes the next version and bumps the registry version in the same transaction, so every
-/// node reloads. Two writers racing for the same number: one fails on the primary key.
-pub async fn insert(store: &Store, v: NewVersion<'_>) -> Result<PolicyVersion, StoreError> {
+/// Writes the next version, its `policy.applied` audit event and a registry version bump in
+/// one transaction, so every node reloads and the record cannot miss a change. Two writers
+/// racing for the same number: one fails on the primary key.
+pub async fn insert(
+    store: &Store,
+    v: NewVersion<'_>,
+    trail: &crate::audit::Trail,
+) -> Result<PolicyVersion, StoreError> {
+    use crate::audit::{Detail, kinds};
     let tx = store.db.begin().await?;
     let next = latest(&tx).await?.map_or(1, |m| m.version + 1);
     let model = policy_version::ActiveModel {
@@ -99,6 +107,25 @@ pub async fn insert(store: &Store, v: NewVersion<'_>) -> Result<PolicyVersion, S
     }
     .insert(&tx)
     .await?;
+    let mut ev = trail
+        .event(kinds::POLICY_APPLIED, v.now)
+        .subject(format!("policy_set:{next}"))
+        .action(if v.rollback_of.is_some() {
+            "rollback"
+        } else {
+            "apply"
+        })
+        .detail("version", Detail::Int(next))
+        .detail_str("digest", model.digest.clone())
+        .detail_str("author", model.author.clone())
+        .detail_str("message", model.message.clone());
+    if let Some(r) = v.rollback_of {
+        ev = ev.detail("rollback_of", Detail::Int(r));
+    }
+    if let Some(why) = v.forced_past {
+        ev = ev.detail_str("forced_past_lockout", why);
+    }
+    trail.record(&tx, v.now, ev).await?;
     bump_registry_version(&tx).await?;
     tx.commit().await?;
     Ok(model)
@@ -106,7 +133,11 @@ pub async fn insert(store: &Store, v: NewVersion<'_>) -> Result<PolicyVersion, S
 
 /// Installs the default policies when no version exists (first start). Another node winning
 /// the race is fine.
-pub async fn ensure_default(store: &Store, now: i64) -> Result<(), StoreError> {
+pub async fn ensure_default(
+    store: &Store,
+    now: i64,
+    trail: &crate::audit::Trail,
+) -> Result<(), StoreError> {
     if latest(&store.db).await?.is_some() {
         return Ok(());
     }
@@ -115,9 +146,10 @@ pub async fn ensure_default(store: &Store, now: i64) -> Result<(), StoreError> {
         author: "mandate",
         message: "default policies",
         rollback_of: None,
+        forced_past: None,
         now,
     };
-    if let Err(e) = insert(store, v).await
+    if let Err(e) = insert(store, v, trail).await
         && latest(&store.db).await?.is_none()
     {
         return Err(e);

@@ -31,6 +31,8 @@ pub struct DescribedAgent {
     pub owner: String,
     #[serde(default)]
     pub purpose: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 fn default_agent_id() -> String {
@@ -171,6 +173,7 @@ impl Case {
                 updated_at: 0,
                 session_lifetime_secs: None,
                 session_idle_secs: None,
+                groups: d.groups.clone(),
             }),
         }
     }

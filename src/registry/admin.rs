@@ -306,6 +306,7 @@ impl Admin<'_> {
         check_ttl(n.token_ttl_cap)?;
         check_session_secs(n.session_lifetime_secs)?;
         check_session_secs(n.session_idle_secs)?;
+        let groups = crate::agents::check_groups(&n.groups).map_err(AdminError::Invalid)?;
         let (jwks, jwks_uri) = check_keys(method, n.jwks.as_ref(), n.jwks_uri.as_deref())?;
         let tx = self.store.begin().await?;
         let resources = self
@@ -331,6 +332,7 @@ impl Admin<'_> {
             updated_at: Set(self.now),
             session_lifetime_secs: Set(n.session_lifetime_secs),
             session_idle_secs: Set(n.session_idle_secs),
+            groups: Set((!groups.is_empty()).then(|| groups.join(" "))),
         }
         .insert(&tx)
         .await?;
@@ -349,7 +351,8 @@ impl Admin<'_> {
             .detail_str("trust_level", model.trust_level.clone())
             .detail_str("auth_method", model.auth_method.clone())
             .detail("allowed_resources", Detail::List(resources))
-            .detail("scope_ceiling", Detail::List(ceiling));
+            .detail("scope_ceiling", Detail::List(ceiling))
+            .detail("groups", Detail::List(groups));
         self.record(&tx, ev).await?;
         bump_registry_version(&tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
@@ -414,6 +417,10 @@ impl Admin<'_> {
             check_session_secs(v)?;
             am.session_idle_secs = Set(v);
         }
+        if let Some(v) = &p.groups {
+            let groups = crate::agents::check_groups(v).map_err(AdminError::Invalid)?;
+            am.groups = Set((!groups.is_empty()).then(|| groups.join(" ")));
+        }
         if p.jwks.is_some() || p.jwks_uri.is_some() {
             let jwks_in = match &p.jwks {
                 Some(v) => v.clone(),
@@ -441,6 +448,7 @@ impl Admin<'_> {
             ("allowed_resources", p.allowed_resources.is_some()),
             ("scope_ceiling", p.scope_ceiling.is_some()),
             ("token_ttl_cap", p.token_ttl_cap.is_some()),
+            ("groups", p.groups.is_some()),
             ("jwks", p.jwks.is_some() || p.jwks_uri.is_some()),
         ]
         .iter()

@@ -186,6 +186,13 @@ pub fn agent_from_model(m: agent::Model) -> Result<Agent, String> {
         jwks_uri: m.jwks_uri,
         session_lifetime_secs: m.session_lifetime_secs,
         session_idle_secs: m.session_idle_secs,
+        groups: m
+            .groups
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
         created_at: m.created_at,
         updated_at: m.updated_at,
     })

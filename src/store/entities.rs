@@ -44,6 +44,8 @@ pub mod agent {
         pub updated_at: i64,
         pub session_lifetime_secs: Option<i64>,
         pub session_idle_secs: Option<i64>,
+        /// Space-separated group names (NULL: none).
+        pub groups: Option<String>,
     }
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}

@@ -493,3 +493,171 @@ async fn authzen_evaluations(h: H) -> H {
     h
 }
 both!(authzen_evaluations);
+
+/// Agent groups reach policy: a group-only rule, groups set at registration and replaced by
+/// PATCH, and malformed group names refused.
+async fn agent_groups_in_policy(h: H) -> H {
+    use reqwest::Method as M;
+    h.server(CRM, "prod", TOOLS).await;
+    let (payments, secret) = h
+        .agent(NewAgent {
+            name: "payments agent".into(),
+            owner: "owner@example.com".into(),
+            trust_level: "medium".into(),
+            environment: "prod".into(),
+            allowed_resources: vec![CRM.into()],
+            scope_ceiling: vec!["tools:read tools:write".into()],
+            groups: vec!["team:payments".into()],
+            ..Default::default()
+        })
+        .await;
+    let payments = (payments, secret.unwrap());
+    let other = agent(&h, "medium").await;
+    let t = admin(&h).await;
+    let only_payments_write = format!(
+        "{}\n@id(\"writes-are-for-payments\")\nforbid (principal, action == Action::\"write\", resource)\n\
+         unless {{ principal.groups.contains(\"team:payments\") }};\n",
+        mandate::policy::DEFAULT_POLICIES
+    );
+    let r = call(
+        &h,
+        M::PUT,
+        "/policies",
+        &t,
+        Some(json!({"policies": only_payments_write})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = scope(&h, &payments, Some("tools:write_doc")).await;
+    assert_eq!(r.body["scope"], "tools:write_doc", "{:?}", r.body);
+    let r = scope(&h, &other, Some("tools:write_doc")).await;
+    assert_eq!((r.status, r.error()), (400, "invalid_scope"));
+
+    // Groups replaced through the admin API: the rule follows at once.
+    let r = call(
+        &h,
+        M::PATCH,
+        &format!("/agents/{}", other.0),
+        &t,
+        Some(json!({"groups": ["team:payments", "oncall"]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["groups"], json!(["oncall", "team:payments"]));
+    h.app().refresh_registry(true).await.unwrap();
+    let r = scope(&h, &other, Some("tools:write_doc")).await;
+    assert_eq!(r.body["scope"], "tools:write_doc", "{:?}", r.body);
+
+    let r = call(
+        &h,
+        M::PATCH,
+        &format!("/agents/{}", other.0),
+        &t,
+        Some(json!({"groups": ["no spaces allowed"]})),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    h
+}
+both!(agent_groups_in_policy);
+
+/// Every decision and every change is on the audit record: token events name the policies
+/// behind them, each AuthZEN decision is a `policy.evaluated` event, and applying or rolling
+/// back a policy set is a `policy.applied` event by the admin who did it.
+async fn decisions_and_changes_are_audited(h: H) -> H {
+    use reqwest::Method as M;
+    let srv = h.server(CRM, "prod", TOOLS).await;
+    let medium = agent(&h, "medium").await;
+    let t = admin(&h).await;
+
+    let r = scope(&h, &medium, Some("tools:search tools:deploy")).await;
+    assert_eq!(r.body["step_up_scope"], "tools:deploy");
+    let r = scope(&h, &medium, Some("tools:deploy")).await;
+    assert_eq!(r.error(), "invalid_scope");
+    let basic = (srv.0.as_str(), srv.1.as_str());
+    let one = |tool: &str| {
+        json!({
+            "subject": {"type": "agent", "id": medium.0},
+            "action": {"name": "call"},
+            "resource": {"type": "tool", "id": tool},
+        })
+    };
+    let r = authzen(&h, "/access/v1/evaluation", basic, one("search")).await;
+    assert_eq!(r.body["decision"], true);
+    let r = authzen(
+        &h,
+        "/access/v1/evaluations",
+        basic,
+        json!({"evaluations": [one("export"), one("deploy"), one("nope")]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let stricter = mandate::policy::DEFAULT_POLICIES.replace("trust_rank < 2", "trust_rank < 3");
+    let r = call(
+        &h,
+        M::PUT,
+        "/policies",
+        &t,
+        Some(json!({"policies": stricter, "message": "stricter"})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let r = call(
+        &h,
+        M::POST,
+        "/policies/rollback",
+        &t,
+        Some(json!({"version": 1})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+
+    let mut all = Vec::new();
+    mandate::audit::query::export(&h.app().store.db, 0, i64::MAX, |r| {
+        all.push(serde_json::from_str::<Value>(&r.json_line()).unwrap());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let of = |t: &str| all.iter().filter(|e| e["type"] == t).collect::<Vec<_>>();
+    let tokens = of("token.issued");
+    assert_eq!(tokens.len(), 1);
+    let reasons = tokens[0]["reasons"].as_array().unwrap();
+    assert!(reasons.contains(&json!("same-environment")), "{reasons:?}");
+    assert!(
+        reasons.contains(&json!("restricted-needs-approval")),
+        "{reasons:?}"
+    );
+    let refused = of("token.refused");
+    assert!(
+        refused[0]["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("restricted-needs-approval"))
+    );
+    let evals = of("policy.evaluated");
+    assert_eq!(evals.len(), 4, "{evals:#?}");
+    assert_eq!(evals[0]["decision"], "permit");
+    assert_eq!(evals[0]["tool"], "search");
+    assert_eq!(evals[0]["actor"], json!({"kind": "server", "id": srv.0}));
+    assert_eq!(evals[0]["reasons"], json!(["same-environment"]));
+    assert_eq!(evals[1]["decision"], "permit");
+    assert_eq!(evals[2]["decision"], "step_up");
+    assert_eq!(evals[3]["decision"], "deny");
+    assert_eq!(evals[3]["reasons"], json!(["unknown_tool"]));
+    let changes = of("policy.applied");
+    assert_eq!(changes.len(), 3, "default install, apply, rollback");
+    assert_eq!(changes[0]["actor"]["kind"], "system");
+    assert_eq!(changes[1]["action"], "apply");
+    assert_eq!(changes[1]["actor"]["kind"], "admin");
+    assert_eq!(changes[1]["details"]["version"], 2);
+    assert_eq!(changes[1]["details"]["message"], "stricter");
+    assert_eq!(changes[2]["action"], "rollback");
+    assert_eq!(changes[2]["details"]["rollback_of"], 1);
+    let rep = mandate::audit::verify::verify(&h.app().store)
+        .await
+        .unwrap();
+    assert!(rep.ok, "{rep:#?}");
+    h
+}
+both!(decisions_and_changes_are_audited);

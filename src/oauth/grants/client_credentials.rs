@@ -65,7 +65,8 @@ pub struct Grant {
 }
 
 /// The claims of the token to issue, or why not. Within the agent's scope ceiling, the policy
-/// engine is asked tool by tool (`facts` is the request's context).
+/// engine is asked tool by tool (`facts` is the request's context); the ids of the policies
+/// that determined the decisions are added to `reasons` (for the audit log, never the wire).
 pub fn decide(
     agent: &Agent,
     p: &Params,
@@ -73,6 +74,7 @@ pub fn decide(
     issuer: &str,
     default_ttl: i64,
     facts: &Facts,
+    reasons: &mut Vec<String>,
 ) -> Result<Grant, OAuthError> {
     let now = facts.now;
     if agent.status != AgentStatus::Active {
@@ -84,22 +86,22 @@ pub fn decide(
     let engine = &registry.policy;
     let features = engine.features(facts);
     let mut step_up = Vec::new();
-    let granted = scopes::narrow(
-        p.get("scope"),
-        &agent.scope_ceiling,
-        &server,
-        |tool| match engine
-            .decide(agent, &server, tool, &features, facts)
-            .decision
-        {
+    let granted = scopes::narrow(p.get("scope"), &agent.scope_ceiling, &server, |tool| {
+        let d = engine.decide(agent, &server, tool, &features, facts);
+        for r in &d.reasons {
+            if !reasons.contains(r) {
+                reasons.push(r.clone());
+            }
+        }
+        match d.decision {
             Outcome::Permit => true,
             Outcome::StepUp => {
                 step_up.push(format!("tools:{}", tool.name));
                 false
             }
             Outcome::Deny => false,
-        },
-    )?;
+        }
+    })?;
     if granted.is_empty() {
         // The wire names no policy, only what the agent could do about it.
         return Err(OAuthError::InvalidScope(if step_up.is_empty() {
