@@ -57,6 +57,7 @@ fn rows() -> RegistryRows {
             updated_at: 0,
             session_lifetime_secs: None,
             session_idle_secs: None,
+            groups: Some(format!("team:{}", a % 20)),
         });
     }
     rows
