@@ -1,0 +1,825 @@
+//! Delegation: token exchange (RFC 8693) with subject tokens from a trusted identity provider
+//! and from Mandate itself, MCP-server-to-downstream exchange and the three-hop chain, ID-JAG
+//! and workload identity with the jwt-bearer grant (RFC 7523), and every bad input refused.
+use crate::both;
+use crate::client_auth::{AgentKey, agent_key};
+use crate::harness::{H, Resp};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mandate::agents::NewAgent;
+use mandate::oauth::trust::{TrustKind, TrustedIssuer, WorkloadRule};
+use serde_json::{Value, json};
+
+const A: &str = "https://a.mcp.test/mcp";
+const B: &str = "https://b.mcp.test/mcp";
+const C: &str = "https://c.mcp.test/mcp";
+const D: &str = "https://d.mcp.test/mcp";
+const IDP: &str = "https://idp.test";
+const WL: &str = "https://k8s.test";
+const TE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JB: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const AT: &str = "urn:ietf:params:oauth:token-type:access_token";
+const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+const IDT: &str = "urn:ietf:params:oauth:token-type:id_token";
+
+fn issuer(iss: &str, kind: TrustKind, key: &AgentKey) -> TrustedIssuer {
+    TrustedIssuer {
+        issuer: iss.into(),
+        kind,
+        jwks_uri: None,
+        jwks: Some(key.jwks.to_string()),
+        algorithms: vec!["ES256".into()],
+        audiences: vec!["mandate-at-idp".into()],
+        subject_claim: "sub".into(),
+        roles_claim: "roles".into(),
+        workloads: vec![],
+    }
+}
+
+/// Restarts the server trusting `IDP` (subject tokens and ID-JAGs) and `WL` (workloads whose
+/// SPIFFE ID is under ns/prod map to the agent named "indexer").
+async fn trust(h: &mut H, key: &AgentKey) {
+    let mut wl = issuer(WL, TrustKind::Workload, key);
+    wl.audiences.clear();
+    wl.workloads = vec![WorkloadRule {
+        claim: "sub".into(),
+        pattern: "spiffe://example.org/ns/prod/sa/*".into(),
+        agent: "indexer".into(),
+    }];
+    h.config.trusted_issuers = vec![
+        issuer(IDP, TrustKind::SubjectToken, key),
+        issuer(IDP, TrustKind::IdJag, key),
+        wl,
+    ];
+    h.boot().await;
+}
+
+fn sign(key: &AgentKey, claims: &Value, typ: Option<&str>) -> String {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(key.kid.clone());
+    header.typ = typ.map(String::from);
+    jsonwebtoken::encode(&header, claims, &key.enc).unwrap()
+}
+
+fn human(h: &H, sub: &str, roles: &[&str], ttl: i64) -> Value {
+    let now = h.now();
+    json!({"iss": IDP, "sub": sub, "aud": h.base, "exp": now + ttl, "iat": now,
+           "roles": roles, "jti": uuid::Uuid::new_v4().to_string()})
+}
+
+/// The payload of a JWT, unverified.
+fn payload(token: &str) -> Value {
+    let p = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
+}
+
+/// A JWT with a hand-made header (for `alg: none` and HMAC forgeries).
+fn raw_jwt(header: &Value, claims: &Value, sig: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(sig)
+    )
+}
+
+async fn exchange(
+    h: &H,
+    who: (&str, &str),
+    subject: &str,
+    kind: &str,
+    extra: &[(&str, &str)],
+) -> Resp {
+    let mut form = vec![
+        ("grant_type", TE),
+        ("subject_token", subject),
+        ("subject_token_type", kind),
+    ];
+    form.extend_from_slice(extra);
+    h.post("/token", Some(who), &form).await
+}
+
+/// The refused request issued nothing and said why in the protocol's terms.
+fn refused(r: &Resp, status: u16, error: &str, what: &str) {
+    assert_eq!(
+        (r.status, r.error()),
+        (status, error),
+        "{what}: {:?}",
+        r.body
+    );
+    assert!(r.body.get("access_token").is_none(), "{what}");
+}
+
+async fn setup(h: &H) -> ((String, String), (String, String), (String, String)) {
+    let a = h
+        .server(A, "prod", &["search:read:internal", "edit:write:internal"])
+        .await;
+    let b = h
+        .server(B, "prod", &["fetch:read:internal", "store:write:internal"])
+        .await;
+    let x = h
+        .simple_agent(
+            "prod",
+            &[A, B, C, D],
+            "tools:read tools:write",
+            "client_secret_basic",
+        )
+        .await;
+    (a, b, x)
+}
+
+/// Subject tokens from a trusted identity provider: the agent acts for the human, roles reach
+/// policy, and every bad token is `invalid_request`.
+async fn human_subject_tokens(mut h: H) -> H {
+    let key = agent_key("idp-1");
+    trust(&mut h, &key).await;
+    let (a, _b, x) = setup(&h).await;
+    let xs = (x.0.as_str(), x.1.as_str());
+
+    // Delegation: sub is the human, act the agent, exp no later than the subject token's.
+    let alice = sign(&key, &human(&h, "alice", &["editor"], 120), None);
+    let r = exchange(&h, xs, &alice, JWT, &[("resource", A)]).await;
+    let t = r.access_token();
+    assert_eq!(r.body["issued_token_type"], AT);
+    assert_eq!(r.body["token_type"], "Bearer");
+    assert!(r.body["expires_in"].as_i64().unwrap() <= 120);
+    let c = payload(&t);
+    assert_eq!(c["sub"], "alice");
+    assert_eq!(c["client_id"], x.0.as_str());
+    assert_eq!(c["aud"], A);
+    assert_eq!(c["act"], json!({"sub": x.0}));
+    assert!(c["exp"].as_i64().unwrap() <= h.now() + 120);
+    // Introspection echoes act.
+    let v = h.introspect((&a.0, &a.1), &t).await;
+    assert_eq!(v["active"], true);
+    assert_eq!(v["sub"], "alice");
+    assert_eq!(v["act"], json!({"sub": x.0}));
+    // id_token type and an audience from the issuer's list work too.
+    let mut claims = human(&h, "alice", &["editor"], 120);
+    claims["aud"] = json!(["mandate-at-idp"]);
+    let r = exchange(&h, xs, &sign(&key, &claims, None), IDT, &[("audience", A)]).await;
+    assert_eq!(payload(&r.access_token())["aud"], A);
+
+    // Roles reach policy: writes need the editor role when acting for a human.
+    let admin = h.app().admin().create_admin_token("t").await.unwrap();
+    h.app().refresh_registry(true).await.unwrap();
+    let policies = format!(
+        "{}\n@id(\"writes-need-editor\")\nforbid (principal, action == Action::\"write\", resource)\n\
+         when {{ context has delegation && !context.delegation.roles.contains(\"editor\") }};\n",
+        mandate::policy::DEFAULT_POLICIES
+    );
+    let r = h
+        .http
+        .put(h.url("/admin/v1/policies"))
+        .bearer_auth(&admin)
+        .json(&json!({"policies": policies}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    h.app().refresh_registry(true).await.unwrap();
+    let asks = [("resource", A), ("scope", "tools:read tools:write")];
+    let r = exchange(&h, xs, &alice, JWT, &asks).await;
+    assert_eq!(r.body["scope"], "tools:read tools:write", "{:?}", r.body);
+    let bob = sign(&key, &human(&h, "bob", &["viewer"], 120), None);
+    let r = exchange(&h, xs, &bob, JWT, &asks).await;
+    assert_eq!(r.body["scope"], "tools:read", "{:?}", r.body);
+    let r = exchange(
+        &h,
+        xs,
+        &bob,
+        JWT,
+        &[("resource", A), ("scope", "tools:write")],
+    )
+    .await;
+    refused(&r, 400, "invalid_scope", "bob may not write");
+
+    // may_act: only the agent it names may act.
+    let mut m = human(&h, "alice", &[], 120);
+    m["may_act"] = json!({"sub": "agt_someone_else"});
+    let r = exchange(&h, xs, &sign(&key, &m, None), JWT, &[("resource", A)]).await;
+    refused(&r, 400, "invalid_request", "may_act names another agent");
+    m["may_act"] = json!({"sub": x.0});
+    let r = exchange(&h, xs, &sign(&key, &m, None), JWT, &[("resource", A)]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // A chain already in the subject token is kept below the agent.
+    let mut m = human(&h, "alice", &[], 120);
+    m["act"] = json!({"sub": "assistant-app", "iss": IDP});
+    let r = exchange(&h, xs, &sign(&key, &m, None), JWT, &[("resource", A)]).await;
+    assert_eq!(
+        payload(&r.access_token())["act"],
+        json!({"sub": x.0, "act": {"sub": "assistant-app", "iss": IDP}})
+    );
+
+    // Bad subject tokens: each refused with invalid_request.
+    let now = h.now();
+    let other = agent_key("idp-1");
+    let mut bad: Vec<(&str, String)> = Vec::new();
+    let mut c = human(&h, "alice", &[], 120);
+    c["exp"] = json!(now - 100);
+    bad.push(("expired", sign(&key, &c, None)));
+    let mut c = human(&h, "alice", &[], 1200);
+    c["nbf"] = json!(now + 600);
+    bad.push(("nbf in the future", sign(&key, &c, None)));
+    let mut c = human(&h, "alice", &[], 120);
+    c["aud"] = json!("https://another-as.test");
+    bad.push(("wrong aud", sign(&key, &c, None)));
+    let mut c = human(&h, "alice", &[], 120);
+    c["iss"] = json!("https://evil.test");
+    bad.push(("untrusted issuer", sign(&key, &c, None)));
+    bad.push((
+        "bad signature",
+        sign(&other, &human(&h, "alice", &[], 120), None),
+    ));
+    let mut unknown = agent_key("idp-unknown");
+    unknown.kid = "idp-unknown".into();
+    bad.push((
+        "unknown kid",
+        sign(&unknown, &human(&h, "alice", &[], 120), None),
+    ));
+    let c = human(&h, "alice", &[], 120);
+    bad.push((
+        "alg none",
+        raw_jwt(
+            &json!({"alg": "none", "typ": "JWT", "kid": "idp-1"}),
+            &c,
+            b"",
+        ),
+    ));
+    // HMAC keyed with the public key (algorithm confusion).
+    let public = key.jwks["keys"][0].to_string();
+    let mut hh = Header::new(Algorithm::HS256);
+    hh.kid = Some("idp-1".into());
+    bad.push((
+        "HMAC with the public key",
+        jsonwebtoken::encode(&hh, &c, &EncodingKey::from_secret(public.as_bytes())).unwrap(),
+    ));
+    let mut c = human(&h, "alice", &[], 120);
+    c["act"] = json!({"sub": "x".repeat(3000)});
+    bad.push(("oversized act", sign(&key, &c, None)));
+    let mut deep = json!({"sub": "a0"});
+    for i in 1..6 {
+        deep = json!({"sub": format!("a{i}"), "act": deep});
+    }
+    let mut c = human(&h, "alice", &[], 120);
+    c["act"] = deep;
+    bad.push(("deeply nested act", sign(&key, &c, None)));
+    bad.push(("garbage", "not.a.jwt".into()));
+    for (what, token) in &bad {
+        let r = exchange(&h, xs, token, JWT, &[("resource", A)]).await;
+        refused(&r, 400, "invalid_request", what);
+    }
+
+    // Parameter rules (RFC 8693 §2.1, §2.2.2).
+    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+        (
+            "requested_token_type other than access_token",
+            vec![
+                ("resource", A),
+                (
+                    "requested_token_type",
+                    "urn:ietf:params:oauth:token-type:refresh_token",
+                ),
+            ],
+            "invalid_request",
+        ),
+        (
+            "actor_token_type without actor_token",
+            vec![("resource", A), ("actor_token_type", AT)],
+            "invalid_request",
+        ),
+        (
+            "unknown resource",
+            vec![("resource", "https://unknown.test/mcp")],
+            "invalid_target",
+        ),
+        (
+            "resource and audience disagree",
+            vec![("resource", A), ("audience", B)],
+            "invalid_target",
+        ),
+    ];
+    for (what, extra, err) in cases {
+        let r = exchange(&h, xs, &alice, JWT, &extra).await;
+        refused(&r, 400, err, what);
+    }
+    let r = exchange(
+        &h,
+        xs,
+        &alice,
+        "urn:ietf:params:oauth:token-type:saml2",
+        &[("resource", A)],
+    )
+    .await;
+    refused(&r, 400, "invalid_request", "unsupported subject_token_type");
+    let r = h
+        .post(
+            "/token",
+            Some(xs),
+            &[("grant_type", TE), ("subject_token_type", JWT)],
+        )
+        .await;
+    refused(&r, 400, "invalid_request", "no subject_token");
+    let r = h
+        .post(
+            "/token",
+            None,
+            &[
+                ("grant_type", TE),
+                ("subject_token", &alice),
+                ("subject_token_type", JWT),
+            ],
+        )
+        .await;
+    refused(&r, 401, "invalid_client", "no client authentication");
+
+    // Audited: issued and refused, with the delegation and never the token.
+    let mut events = Vec::new();
+    mandate::audit::query::export(&h.app().store.db, 0, i64::MAX, |r| {
+        events.push(serde_json::from_str::<Value>(&r.json_line()).unwrap());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let issued: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "token.issued" && e["details"]["grant_type"] == TE)
+        .collect();
+    assert!(!issued.is_empty());
+    assert_eq!(issued[0]["details"]["sub"], "alice");
+    assert_eq!(issued[0]["details"]["act"], x.0.as_str());
+    let refusals = events
+        .iter()
+        .filter(|e| e["type"] == "token.refused" && e["details"]["grant_type"] == TE)
+        .count();
+    assert!(refusals >= bad.len(), "{refusals}");
+    let all = serde_json::to_string(&events).unwrap();
+    assert!(
+        !all.contains(&alice),
+        "a subject token reached the audit log"
+    );
+    h
+}
+both!(human_subject_tokens);
+
+/// human -> agent -> MCP server A -> MCP server B (-> C): nested act, exp never later than the
+/// first token, no passthrough, no escalation, depth limited, revocation reaches derived tokens.
+async fn three_hop_chain(mut h: H) -> H {
+    let key = agent_key("idp-1");
+    h.config.max_delegation_depth = 3;
+    trust(&mut h, &key).await;
+    let (a, b, x) = setup(&h).await;
+    let c = h.server(C, "prod", &["archive:read:internal"]).await;
+    let d = h.server(D, "prod", &["log:read:internal"]).await;
+    let xs = (x.0.as_str(), x.1.as_str());
+
+    let alice = sign(&key, &human(&h, "alice", &[], 200), None);
+    let t1 = exchange(
+        &h,
+        xs,
+        &alice,
+        JWT,
+        &[("resource", A), ("scope", "tools:read")],
+    )
+    .await
+    .access_token();
+    let exp1 = payload(&t1)["exp"].as_i64().unwrap();
+    h.clock.advance(5);
+    // Server A exchanges what it received for a token to B.
+    let r = exchange(&h, (&a.0, &a.1), &t1, AT, &[("resource", B)]).await;
+    let t2 = r.access_token();
+    let c2 = payload(&t2);
+    assert_eq!(c2["sub"], "alice");
+    assert_eq!(c2["aud"], B);
+    assert_eq!(c2["scope"], "tools:read");
+    assert_eq!(c2["act"], json!({"sub": a.0, "act": {"sub": x.0}}));
+    assert!(c2["exp"].as_i64().unwrap() <= exp1);
+    assert_eq!(c2["sid"], payload(&t1)["sid"]);
+    let v = h.introspect((&b.0, &b.1), &t2).await;
+    assert_eq!(v["active"], true);
+    assert_eq!(v["act"], json!({"sub": a.0, "act": {"sub": x.0}}));
+    // Only B sees it.
+    assert_eq!(h.introspect((&a.0, &a.1), &t2).await["active"], false);
+
+    h.clock.advance(5);
+    let t3 = exchange(&h, (&b.0, &b.1), &t2, AT, &[("resource", C)])
+        .await
+        .access_token();
+    let c3 = payload(&t3);
+    assert_eq!(
+        c3["act"],
+        json!({"sub": b.0, "act": {"sub": a.0, "act": {"sub": x.0}}})
+    );
+    assert!(c3["exp"].as_i64().unwrap() <= exp1);
+    assert_eq!(h.introspect((&c.0, &c.1), &t3).await["act"], c3["act"]);
+    // A fourth actor would exceed max_delegation_depth = 3.
+    let r = exchange(&h, (&c.0, &c.1), &t3, AT, &[("resource", D)]).await;
+    refused(&r, 400, "invalid_request", "chain too deep");
+
+    // No passthrough: a server exchanges only tokens issued to it.
+    let r = exchange(&h, (&a.0, &a.1), &t2, AT, &[("resource", C)]).await;
+    refused(
+        &r,
+        400,
+        "invalid_request",
+        "subject token for another server",
+    );
+    let r = exchange(&h, (&b.0, &b.1), &t1, AT, &[("resource", C)]).await;
+    refused(
+        &r,
+        400,
+        "invalid_request",
+        "subject token for another server",
+    );
+    // No escalation: t1 carries tools:read only.
+    let r = exchange(
+        &h,
+        (&a.0, &a.1),
+        &t1,
+        AT,
+        &[("resource", B), ("scope", "tools:write")],
+    )
+    .await;
+    refused(
+        &r,
+        400,
+        "invalid_scope",
+        "scope escalation through exchange",
+    );
+    // A server exchanges access tokens only, and is itself the actor.
+    let r = exchange(&h, (&a.0, &a.1), &alice, JWT, &[("resource", B)]).await;
+    refused(
+        &r,
+        400,
+        "invalid_request",
+        "server with an external subject",
+    );
+    let r = exchange(
+        &h,
+        (&a.0, &a.1),
+        &t1,
+        AT,
+        &[
+            ("resource", B),
+            ("actor_token", &t1),
+            ("actor_token_type", AT),
+        ],
+    )
+    .await;
+    refused(&r, 400, "invalid_request", "server with an actor token");
+    let r = exchange(&h, (&a.0, &a.1), &t1, AT, &[("resource", A)]).await;
+    refused(&r, 400, "invalid_target", "exchange for itself");
+
+    // An agent may exchange its own tokens (no act is added for itself), not another's.
+    let own = h.token(&x.0, &x.1, &[("resource", A)]).await.access_token();
+    let r = exchange(&h, xs, &own, AT, &[("resource", B)]).await;
+    let co = payload(&r.access_token());
+    assert_eq!(
+        (co["sub"].as_str(), co.get("act")),
+        (Some(x.0.as_str()), None)
+    );
+    let y = h
+        .simple_agent("prod", &[A, B], "tools:read", "client_secret_basic")
+        .await;
+    let r = exchange(&h, (&y.0, &y.1), &own, AT, &[("resource", B)]).await;
+    refused(&r, 400, "invalid_request", "another agent's token");
+    // An actor token may only confirm the authenticated agent.
+    let yt = h.token(&y.0, &y.1, &[("resource", A)]).await.access_token();
+    let r = exchange(
+        &h,
+        xs,
+        &alice,
+        JWT,
+        &[
+            ("resource", A),
+            ("actor_token", &yt),
+            ("actor_token_type", AT),
+        ],
+    )
+    .await;
+    refused(&r, 400, "invalid_request", "actor token of another agent");
+    let r = exchange(
+        &h,
+        xs,
+        &alice,
+        JWT,
+        &[
+            ("resource", A),
+            ("actor_token", &own),
+            ("actor_token_type", AT),
+        ],
+    )
+    .await;
+    assert_eq!(payload(&r.access_token())["act"], json!({"sub": x.0}));
+
+    // Revoking the subject's session kills every derived token, and no more are made.
+    let sid = c2["sid"].as_str().unwrap().to_string();
+    h.app()
+        .revoke_kind(
+            mandate::audit::Actor::system(),
+            mandate::sessions::Kind::Session,
+            &sid,
+            Some(&x.0),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.introspect((&b.0, &b.1), &t2).await["active"], false);
+    assert_eq!(h.introspect((&c.0, &c.1), &t3).await["active"], false);
+    let r = exchange(&h, (&a.0, &a.1), &t1, AT, &[("resource", B)]).await;
+    refused(&r, 400, "invalid_request", "revoked subject");
+
+    // Killing the delegating agent kills tokens derived from its delegation.
+    h.clock.advance(1);
+    let alice = sign(&key, &human(&h, "alice", &[], 200), None);
+    let t1 = exchange(&h, xs, &alice, JWT, &[("resource", A)])
+        .await
+        .access_token();
+    let t2 = exchange(&h, (&a.0, &a.1), &t1, AT, &[("resource", B)])
+        .await
+        .access_token();
+    assert_eq!(h.introspect((&b.0, &b.1), &t2).await["active"], true);
+    h.app()
+        .kill_agent(mandate::audit::Actor::system(), &x.0)
+        .await
+        .unwrap();
+    assert_eq!(h.introspect((&b.0, &b.1), &t2).await["active"], false);
+    h.clock.advance(1);
+    let r = exchange(&h, (&a.0, &a.1), &t1, AT, &[("resource", B)]).await;
+    refused(&r, 400, "invalid_request", "killed agent's token");
+    h
+}
+both!(three_hop_chain);
+
+fn jag(h: &H, client_id: &str, sub: &str) -> Value {
+    let now = h.now();
+    json!({"iss": IDP, "sub": sub, "aud": h.base, "client_id": client_id, "resource": A,
+           "scope": "tools:read", "exp": now + 300, "iat": now,
+           "jti": uuid::Uuid::new_v4().to_string()})
+}
+
+async fn redeem(h: &H, agent: (&str, &str), assertion: &str, extra: &[(&str, &str)]) -> Resp {
+    let mut form = vec![
+        ("grant_type", JB),
+        ("assertion", assertion),
+        ("client_id", agent.0),
+        ("client_secret", agent.1),
+    ];
+    form.extend_from_slice(extra);
+    h.post("/token", None, &form).await
+}
+
+/// ID-JAG (MCP enterprise-managed authorization): every profile check.
+async fn id_jag(mut h: H) -> H {
+    let key = agent_key("idp-1");
+    trust(&mut h, &key).await;
+    let (a, _b, _x) = setup(&h).await;
+    let x = h
+        .simple_agent(
+            "prod",
+            &[A, B],
+            "tools:read tools:write",
+            "client_secret_post",
+        )
+        .await;
+    let xs = (x.0.as_str(), x.1.as_str());
+    const TYP: Option<&str> = Some("oauth-id-jag+jwt");
+
+    let md = h
+        .http
+        .get(h.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap();
+    let md: Value = md.json().await.unwrap();
+    assert_eq!(
+        md["authorization_grant_profiles_supported"],
+        json!(["urn:ietf:params:oauth:grant-profile:id-jag"])
+    );
+    let grants = md["grant_types_supported"].as_array().unwrap();
+    assert!(grants.contains(&json!(JB)) && grants.contains(&json!(TE)));
+
+    let claims = jag(&h, &x.0, "alice");
+    let assertion = sign(&key, &claims, TYP);
+    let r = redeem(&h, xs, &assertion, &[]).await;
+    let t = payload(&r.access_token());
+    assert_eq!(
+        (t["sub"].as_str(), t["aud"].as_str()),
+        (Some("alice"), Some(A))
+    );
+    assert_eq!(t["client_id"], x.0.as_str());
+    assert_eq!(r.body["scope"], "tools:read");
+    assert_eq!(
+        h.introspect((&a.0, &a.1), &r.access_token()).await["sub"],
+        "alice"
+    );
+    // Single use, scoped by issuer and subject.
+    let r = redeem(&h, xs, &assertion, &[]).await;
+    refused(&r, 400, "invalid_grant", "replayed ID-JAG");
+    let mut same_jti = jag(&h, &x.0, "bob");
+    same_jti["jti"] = claims["jti"].clone();
+    let r = redeem(&h, xs, &sign(&key, &same_jti, TYP), &[]).await;
+    assert_eq!(r.status, 200, "same jti, other subject: {:?}", r.body);
+
+    // requested ∩ ID-JAG: asking beyond the ID-JAG's scope gets nothing more.
+    let r = redeem(
+        &h,
+        xs,
+        &sign(&key, &jag(&h, &x.0, "alice"), TYP),
+        &[("scope", "tools:write")],
+    )
+    .await;
+    refused(&r, 400, "invalid_scope", "scope beyond the ID-JAG");
+
+    let now = h.now();
+    let mut bad: Vec<(&str, String)> = Vec::new();
+    let mut c = jag(&h, &x.0, "alice");
+    c["aud"] = json!("https://another-as.test");
+    bad.push(("wrong aud", sign(&key, &c, TYP)));
+    let mut c = jag(&h, &x.0, "alice");
+    c["aud"] = json!([h.base, "https://another-as.test"]);
+    bad.push(("aud with two entries", sign(&key, &c, TYP)));
+    bad.push((
+        "client_id of another client",
+        sign(&key, &jag(&h, "agt_other", "alice"), TYP),
+    ));
+    let mut c = jag(&h, &x.0, "alice");
+    c["resource"] = json!("https://unregistered.test/mcp");
+    bad.push(("unregistered resource", sign(&key, &c, TYP)));
+    bad.push((
+        "wrong typ",
+        sign(&key, &jag(&h, &x.0, "alice"), Some("JWT")),
+    ));
+    let mut c = jag(&h, &x.0, "alice");
+    c["exp"] = json!(now - 100);
+    bad.push(("expired", sign(&key, &c, TYP)));
+    let mut c = jag(&h, &x.0, "alice");
+    c["nbf"] = json!(now + 600);
+    bad.push(("not yet valid", sign(&key, &c, TYP)));
+    let mut c = jag(&h, &x.0, "alice");
+    c.as_object_mut().unwrap().remove("jti");
+    bad.push(("no jti", sign(&key, &c, TYP)));
+    let mut c = jag(&h, &x.0, "alice");
+    c["iss"] = json!("https://evil.test");
+    bad.push(("untrusted issuer", sign(&key, &c, TYP)));
+    bad.push((
+        "alg none",
+        raw_jwt(
+            &json!({"alg": "none", "typ": "oauth-id-jag+jwt"}),
+            &jag(&h, &x.0, "alice"),
+            b"",
+        ),
+    ));
+    let mut unknown = agent_key("nope");
+    unknown.kid = "nope".into();
+    bad.push(("unknown kid", sign(&unknown, &jag(&h, &x.0, "alice"), TYP)));
+    for (what, token) in &bad {
+        let r = redeem(&h, xs, token, &[]).await;
+        refused(&r, 400, "invalid_grant", what);
+    }
+    let r = redeem(
+        &h,
+        xs,
+        &sign(&key, &jag(&h, &x.0, "alice"), TYP),
+        &[("resource", B)],
+    )
+    .await;
+    refused(
+        &r,
+        400,
+        "invalid_grant",
+        "resource parameter differs from the ID-JAG",
+    );
+    // An ID-JAG needs the client it names to authenticate.
+    let r = h
+        .post(
+            "/token",
+            None,
+            &[
+                ("grant_type", JB),
+                ("assertion", &sign(&key, &jag(&h, &x.0, "alice"), TYP)),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error(), "invalid_grant", "{:?}", r.body);
+    let r = redeem(
+        &h,
+        (&x.0, "wrong"),
+        &sign(&key, &jag(&h, &x.0, "alice"), TYP),
+        &[],
+    )
+    .await;
+    refused(&r, 401, "invalid_client", "bad client secret");
+    h
+}
+both!(id_jag);
+
+/// Workload identity federation: a JWT-SVID-like token and no client registration.
+async fn workload_identity(mut h: H) -> H {
+    let key = agent_key("idp-1");
+    trust(&mut h, &key).await;
+    h.server(A, "prod", &["search:read:internal"]).await;
+    let (indexer, _) = h
+        .agent(NewAgent {
+            name: "indexer".into(),
+            owner: "o@example.com".into(),
+            environment: "prod".into(),
+            allowed_resources: vec![A.into()],
+            scope_ceiling: vec!["tools:read".into()],
+            ..Default::default()
+        })
+        .await;
+    let wl = |h: &H, sub: &str| {
+        let now = h.now();
+        json!({"iss": WL, "sub": sub, "aud": format!("{}/token", h.base), "exp": now + 300,
+               "iat": now, "jti": uuid::Uuid::new_v4().to_string()})
+    };
+    let svid = sign(
+        &key,
+        &wl(&h, "spiffe://example.org/ns/prod/sa/indexer"),
+        Some("JWT"),
+    );
+    let r = h
+        .post(
+            "/token",
+            None,
+            &[("grant_type", JB), ("assertion", &svid), ("resource", A)],
+        )
+        .await;
+    let t = payload(&r.access_token());
+    assert_eq!(
+        (t["sub"].as_str(), t["client_id"].as_str()),
+        (Some(indexer.as_str()), Some(indexer.as_str()))
+    );
+    assert_eq!(r.body["scope"], "tools:read");
+    let r = h
+        .post(
+            "/token",
+            None,
+            &[("grant_type", JB), ("assertion", &svid), ("resource", A)],
+        )
+        .await;
+    refused(&r, 400, "invalid_grant", "replayed workload JWT");
+
+    let mut bad: Vec<(&str, String)> = vec![
+        (
+            "no rule matches",
+            sign(
+                &key,
+                &wl(&h, "spiffe://example.org/ns/dev/sa/indexer"),
+                None,
+            ),
+        ),
+        (
+            "segment wildcard only",
+            sign(&key, &wl(&h, "spiffe://example.org/ns/prod/sa/x/y"), None),
+        ),
+    ];
+    let mut c = wl(&h, "spiffe://example.org/ns/prod/sa/indexer");
+    c["aud"] = json!("https://another-as.test");
+    bad.push(("wrong aud", sign(&key, &c, None)));
+    let mut c = wl(&h, "spiffe://example.org/ns/prod/sa/indexer");
+    c["iss"] = json!(IDP);
+    bad.push(("issuer trusted for another kind", sign(&key, &c, None)));
+    let mut c = wl(&h, "spiffe://example.org/ns/prod/sa/indexer");
+    c["exp"] = json!(h.now() - 60);
+    bad.push(("expired", sign(&key, &c, None)));
+    for (what, token) in &bad {
+        let r = h
+            .post(
+                "/token",
+                None,
+                &[("grant_type", JB), ("assertion", token), ("resource", A)],
+            )
+            .await;
+        refused(&r, 400, "invalid_grant", what);
+    }
+    let r = h
+        .post("/token", None, &[("grant_type", JB), ("resource", A)])
+        .await;
+    refused(&r, 400, "invalid_request", "no assertion");
+    // Policy and the kill switch apply as for any agent.
+    h.app()
+        .kill_agent(mandate::audit::Actor::system(), &indexer)
+        .await
+        .unwrap();
+    h.clock.advance(1);
+    let svid = sign(
+        &key,
+        &wl(&h, "spiffe://example.org/ns/prod/sa/indexer"),
+        None,
+    );
+    let r = h
+        .post(
+            "/token",
+            None,
+            &[("grant_type", JB), ("assertion", &svid), ("resource", A)],
+        )
+        .await;
+    refused(&r, 400, "unauthorized_client", "suspended agent");
+    h
+}
+both!(workload_identity);
