@@ -62,9 +62,14 @@ fn sign(key: &AgentKey, claims: &Value, typ: Option<&str>) -> String {
     jsonwebtoken::encode(&header, claims, &key.enc).unwrap()
 }
 
+/// Mandate's issuer (kept across the restart that installs the trusted issuers).
+fn as_issuer(h: &H) -> String {
+    h.config.issuer.clone().unwrap()
+}
+
 fn human(h: &H, sub: &str, roles: &[&str], ttl: i64) -> Value {
     let now = h.now();
-    json!({"iss": IDP, "sub": sub, "aud": h.base, "exp": now + ttl, "iat": now,
+    json!({"iss": IDP, "sub": sub, "aud": as_issuer(h), "exp": now + ttl, "iat": now,
            "roles": roles, "jti": uuid::Uuid::new_v4().to_string()})
 }
 
@@ -111,13 +116,17 @@ fn refused(r: &Resp, status: u16, error: &str, what: &str) {
     assert!(r.body.get("access_token").is_none(), "{what}");
 }
 
-async fn setup(h: &H) -> ((String, String), (String, String), (String, String)) {
+type Creds = (String, String);
+
+async fn setup(h: &H) -> (Creds, Creds, Creds, Creds) {
     let a = h
         .server(A, "prod", &["search:read:internal", "edit:write:internal"])
         .await;
     let b = h
         .server(B, "prod", &["fetch:read:internal", "store:write:internal"])
         .await;
+    let c = h.server(C, "prod", &["archive:read:internal"]).await;
+    h.server(D, "prod", &["log:read:internal"]).await;
     let x = h
         .simple_agent(
             "prod",
@@ -126,7 +135,7 @@ async fn setup(h: &H) -> ((String, String), (String, String), (String, String)) 
             "client_secret_basic",
         )
         .await;
-    (a, b, x)
+    (a, b, c, x)
 }
 
 /// Subject tokens from a trusted identity provider: the agent acts for the human, roles reach
@@ -134,7 +143,7 @@ async fn setup(h: &H) -> ((String, String), (String, String), (String, String)) 
 async fn human_subject_tokens(mut h: H) -> H {
     let key = agent_key("idp-1");
     trust(&mut h, &key).await;
-    let (a, _b, x) = setup(&h).await;
+    let (a, _b, _c, x) = setup(&h).await;
     let xs = (x.0.as_str(), x.1.as_str());
 
     // Delegation: sub is the human, act the agent, exp no later than the subject token's.
@@ -370,9 +379,7 @@ async fn three_hop_chain(mut h: H) -> H {
     let key = agent_key("idp-1");
     h.config.max_delegation_depth = 3;
     trust(&mut h, &key).await;
-    let (a, b, x) = setup(&h).await;
-    let c = h.server(C, "prod", &["archive:read:internal"]).await;
-    let d = h.server(D, "prod", &["log:read:internal"]).await;
+    let (a, b, c, x) = setup(&h).await;
     let xs = (x.0.as_str(), x.1.as_str());
 
     let alice = sign(&key, &human(&h, "alice", &[], 200), None);
@@ -555,7 +562,7 @@ both!(three_hop_chain);
 
 fn jag(h: &H, client_id: &str, sub: &str) -> Value {
     let now = h.now();
-    json!({"iss": IDP, "sub": sub, "aud": h.base, "client_id": client_id, "resource": A,
+    json!({"iss": IDP, "sub": sub, "aud": as_issuer(h), "client_id": client_id, "resource": A,
            "scope": "tools:read", "exp": now + 300, "iat": now,
            "jti": uuid::Uuid::new_v4().to_string()})
 }
@@ -575,7 +582,7 @@ async fn redeem(h: &H, agent: (&str, &str), assertion: &str, extra: &[(&str, &st
 async fn id_jag(mut h: H) -> H {
     let key = agent_key("idp-1");
     trust(&mut h, &key).await;
-    let (a, _b, _x) = setup(&h).await;
+    let (a, _b, _c, _x) = setup(&h).await;
     let x = h
         .simple_agent(
             "prod",
@@ -639,7 +646,7 @@ async fn id_jag(mut h: H) -> H {
     c["aud"] = json!("https://another-as.test");
     bad.push(("wrong aud", sign(&key, &c, TYP)));
     let mut c = jag(&h, &x.0, "alice");
-    c["aud"] = json!([h.base, "https://another-as.test"]);
+    c["aud"] = json!([as_issuer(&h), "https://another-as.test"]);
     bad.push(("aud with two entries", sign(&key, &c, TYP)));
     bad.push((
         "client_id of another client",
@@ -734,7 +741,7 @@ async fn workload_identity(mut h: H) -> H {
         .await;
     let wl = |h: &H, sub: &str| {
         let now = h.now();
-        json!({"iss": WL, "sub": sub, "aud": format!("{}/token", h.base), "exp": now + 300,
+        json!({"iss": WL, "sub": sub, "aud": format!("{}/token", as_issuer(h)), "exp": now + 300,
                "iat": now, "jti": uuid::Uuid::new_v4().to_string()})
     };
     let svid = sign(
