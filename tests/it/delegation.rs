@@ -282,7 +282,8 @@ async fn human_subject_tokens(mut h: H) -> H {
     }
 
     // Parameter rules (RFC 8693 §2.1, §2.2.2).
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "requested_token_type other than access_token",
             vec![
@@ -830,3 +831,14 @@ async fn workload_identity(mut h: H) -> H {
     h
 }
 both!(workload_identity);
+
+/// The ID-JAG replay cache and derived-token revocation on Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend() {
+    if let Some(h) = H::start_redis("delegation_redis_id_jag", None).await {
+        id_jag(h).await.finish().await;
+    }
+    if let Some(h) = H::start_redis("delegation_redis_chain", None).await {
+        three_hop_chain(h).await.finish().await;
+    }
+}

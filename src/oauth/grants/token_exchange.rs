@@ -173,6 +173,10 @@ fn note(seen: &mut crate::audit::Seen, key: &'static str, value: impl Into<Strin
 impl App {
     /// Signs and returns a delegated token (token exchange, jwt-bearer): no token in the second
     /// of a kill of any agent it names, and the session as chosen.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the token and how it was granted"
+    )]
     pub(crate) async fn issue_delegated(
         &self,
         registry: &Registry,
