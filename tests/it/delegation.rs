@@ -222,6 +222,44 @@ async fn human_subject_tokens(mut h: H) -> H {
         json!({"sub": x.0, "act": {"sub": "assistant-app", "iss": IDP}})
     );
 
+    // Impersonation only where policy explicitly permits it for this agent.
+    let with_impersonation = format!(
+        "{policies}\n@id(\"x-impersonates\")\npermit (principal == Agent::\"{}\", action == Action::\"impersonate\", resource);\n",
+        x.0
+    );
+    let r = h
+        .http
+        .put(h.url("/admin/v1/policies"))
+        .bearer_auth(&admin)
+        .json(&json!({"policies": with_impersonation}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    h.app().refresh_registry(true).await.unwrap();
+    let r = exchange(&h, xs, &alice, JWT, &[("resource", A)]).await;
+    let c = payload(&r.access_token());
+    assert_eq!((c["sub"].as_str(), c.get("act")), (Some("alice"), None));
+    let y = h
+        .simple_agent("prod", &[A], "tools:read", "client_secret_basic")
+        .await;
+    let r = exchange(&h, (&y.0, &y.1), &alice, JWT, &[("resource", A)]).await;
+    assert_eq!(
+        payload(&r.access_token())["act"],
+        json!({"sub": y.0}),
+        "only x may impersonate"
+    );
+    // may_act still binds an agent that may impersonate.
+    let mut m = human(&h, "alice", &[], 120);
+    m["may_act"] = json!({"sub": y.0});
+    let r = exchange(&h, xs, &sign(&key, &m, None), JWT, &[("resource", A)]).await;
+    refused(
+        &r,
+        400,
+        "invalid_request",
+        "may_act names another agent, impersonation allowed",
+    );
+
     // Bad subject tokens: each refused with invalid_request.
     let now = h.now();
     let other = agent_key("idp-1");

@@ -6,7 +6,9 @@
 //! the authenticated client is always the actor. An agent becomes `act.sub` above any chain
 //! the subject token already carries; an MCP server (authenticated with its introspection
 //! credentials) may only exchange a token whose audience is itself, and is added to the chain.
-//! Impersonation (a token for the subject with no `act`) is never issued.
+//! Impersonation (a token for the human with no `act` naming the agent) is issued only where
+//! policy permits `Action::"impersonate"` for that agent on every tool of the token; no
+//! default policy does. `may_act` and every other check apply either way.
 //!
 //! Revocation: a token derived from one of ours keeps the subject token's `sid`, so revoking
 //! that session kills it; introspection also refuses it when any agent in its chain (subject,
@@ -436,7 +438,7 @@ impl App {
             }
         }
         // The agent becomes the current actor, unless it already is or is the subject.
-        let act = if sub == agent.id
+        let mut act = if sub == agent.id
             || prior
                 .as_ref()
                 .is_some_and(|a| a.sub == agent.id && a.iss.is_none())
@@ -469,6 +471,32 @@ impl App {
                     .as_deref()
                     .is_none_or(|s| scope_allows(s, tool))
             })?;
+        // Impersonation (no `act` naming the agent) only where policy explicitly permits
+        // `Action::"impersonate"` for this agent on every tool of the token.
+        let scope = granted.join(" ");
+        if facts.delegation.is_some() && act.as_ref().is_some_and(|a| a.sub == agent.id) {
+            let engine = &registry.policy;
+            let mut tools = server
+                .tools
+                .values()
+                .filter(|t| scope_allows(&scope, t))
+                .peekable();
+            let permitted = tools.peek().is_some()
+                && tools.all(|t| {
+                    engine
+                        .permits_impersonation(
+                            &agent.id,
+                            &crate::policy::tool_uid(&server, t),
+                            &facts,
+                        )
+                        .decision
+                        == Outcome::Permit
+                });
+            if permitted {
+                act = act.and_then(|a| a.act.map(|prior| *prior));
+                note(seen, "impersonation", "permitted by policy");
+            }
+        }
         let ttl = agent
             .token_ttl_cap
             .map_or(self.config.access_token_ttl_secs, |cap| {
@@ -479,7 +507,7 @@ impl App {
             sub,
             aud: server.resource.clone(),
             client_id: agent.id.clone(),
-            scope: granted.join(" "),
+            scope,
             iat: now,
             nbf: now,
             // Never longer than the subject token.
