@@ -880,3 +880,83 @@ async fn redis_backend() {
         three_hop_chain(h).await.finish().await;
     }
 }
+
+/// A trusted issuer's keys from its `jwks_uri` (a tiny local HTTP server): cached, fetched
+/// again on an unknown `kid` (rate limited), so a rotation is picked up and a retired key is not.
+async fn remote_jwks_rotation(mut h: H) -> H {
+    use std::sync::{Arc, Mutex};
+    let k1 = agent_key("k1");
+    let k2 = agent_key("k2");
+    let served = Arc::new(Mutex::new(k1.jwks.clone()));
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (s, f) = (served.clone(), fetches.clone());
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let (s, f) = (s.clone(), f.clone());
+            async move {
+                f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::Json(s.lock().unwrap().clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut t = issuer(IDP, TrustKind::SubjectToken, &k1);
+    t.jwks = None;
+    t.jwks_uri = Some(format!("http://{addr}/jwks"));
+    h.config.trusted_issuers = vec![t];
+    h.boot().await;
+    let (_a, _b, _c, x) = setup(&h).await;
+    let xs = (x.0.as_str(), x.1.as_str());
+
+    let r = exchange(
+        &h,
+        xs,
+        &sign(&k1, &human(&h, "alice", &[], 120), None),
+        JWT,
+        &[("resource", A)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = exchange(
+        &h,
+        xs,
+        &sign(&k1, &human(&h, "alice", &[], 120), None),
+        JWT,
+        &[("resource", A)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "cached"
+    );
+
+    // The IdP rotates to k2 and retires k1.
+    *served.lock().unwrap() = k2.jwks.clone();
+    h.clock.advance(11);
+    let r = exchange(
+        &h,
+        xs,
+        &sign(&k2, &human(&h, "alice", &[], 120), None),
+        JWT,
+        &[("resource", A)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "new kid picked up: {:?}", r.body);
+    h.clock.advance(11);
+    let r = exchange(
+        &h,
+        xs,
+        &sign(&k1, &human(&h, "alice", &[], 120), None),
+        JWT,
+        &[("resource", A)],
+    )
+    .await;
+    refused(&r, 400, "invalid_request", "retired key");
+    h
+}
+both!(remote_jwks_rotation);

@@ -90,8 +90,6 @@ impl App {
             || p.get("client_secret").is_some()
             || p.get("client_assertion").is_some()
             || p.get("client_assertion_type").is_some();
-        let (iss, typ) = Trust::peek(assertion).map_err(grant_err)?;
-        note(seen, "assertion_issuer", &iss);
         if client_auth {
             let client =
                 client_auth::authenticate(&self.auth_env(&registry, now, peer), authorization, p)
@@ -102,6 +100,8 @@ impl App {
                 ));
             };
             seen.agent = Some(agent.clone());
+            let (iss, typ) = Trust::peek(assertion).map_err(grant_err)?;
+            note(seen, "assertion_issuer", &iss);
             if !typ.is_some_and(|t| t.eq_ignore_ascii_case(ID_JAG_TYP)) {
                 return Err(grant_err(
                     "an authenticated client's assertion must be an ID-JAG (typ oauth-id-jag+jwt)",
@@ -110,6 +110,8 @@ impl App {
             self.id_jag(agent, p, assertion, &registry, peer, seen)
                 .await
         } else {
+            let (iss, _) = Trust::peek(assertion).map_err(grant_err)?;
+            note(seen, "assertion_issuer", &iss);
             self.workload(p, assertion, &registry, peer, seen).await
         }
     }
