@@ -314,6 +314,14 @@ async fn human_subject_tokens(mut h: H) -> H {
     c["act"] = deep;
     bad.push(("deeply nested act", sign(&key, &c, None)));
     bad.push(("garbage", "not.a.jwt".into()));
+    bad.push((
+        "an ID-JAG as subject token",
+        sign(
+            &key,
+            &human(&h, "alice", &[], 120),
+            Some("oauth-id-jag+jwt"),
+        ),
+    ));
     for (what, token) in &bad {
         let r = exchange(&h, xs, token, JWT, &[("resource", A)]).await;
         refused(&r, 400, "invalid_request", what);
@@ -718,6 +726,19 @@ async fn id_jag(mut h: H) -> H {
             b"",
         ),
     ));
+    let public = key.jwks["keys"][0].to_string();
+    let mut hh = Header::new(Algorithm::HS256);
+    hh.kid = Some("idp-1".into());
+    hh.typ = Some("oauth-id-jag+jwt".into());
+    bad.push((
+        "HMAC with the public key",
+        jsonwebtoken::encode(
+            &hh,
+            &jag(&h, &x.0, "alice"),
+            &EncodingKey::from_secret(public.as_bytes()),
+        )
+        .unwrap(),
+    ));
     let mut unknown = agent_key("nope");
     unknown.kid = "nope".into();
     bad.push(("unknown kid", sign(&unknown, &jag(&h, &x.0, "alice"), TYP)));
@@ -830,6 +851,11 @@ async fn workload_identity(mut h: H) -> H {
     let mut c = wl(&h, "spiffe://example.org/ns/prod/sa/indexer");
     c["iss"] = json!(IDP);
     bad.push(("issuer trusted for another kind", sign(&key, &c, None)));
+    let c = wl(&h, "spiffe://example.org/ns/prod/sa/indexer");
+    bad.push((
+        "an ID-JAG without client authentication",
+        sign(&key, &c, Some("oauth-id-jag+jwt")),
+    ));
     let mut c = wl(&h, "spiffe://example.org/ns/prod/sa/indexer");
     c["exp"] = json!(h.now() - 60);
     bad.push(("expired", sign(&key, &c, None)));

@@ -278,6 +278,14 @@ impl App {
         if !v.aud_in(&[self.issuer.as_str(), self.token_endpoint.as_str()]) {
             return Err(grant_err("aud is not this authorization server"));
         }
+        if v.typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(ID_JAG_TYP))
+        {
+            return Err(grant_err(
+                "an ID-JAG needs the client it names to authenticate",
+            ));
+        }
         let jti = jti(&v)?;
         note(seen, "assertion_jti", jti);
         if let Some(sub) = v.str("sub") {

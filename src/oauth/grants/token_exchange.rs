@@ -397,6 +397,16 @@ impl App {
                         OAuthError::InvalidRequest(format!("subject_token refused: {e}").into())
                     })?;
                 note(seen, "subject_issuer", v.issuer.issuer.clone());
+                if v.typ.as_deref().is_some_and(|t| {
+                    t.eq_ignore_ascii_case(super::jwt_bearer::ID_JAG_TYP)
+                        || t.eq_ignore_ascii_case("at+jwt")
+                }) {
+                    // An ID-JAG is a single-use grant for the jwt-bearer grant, not a subject.
+                    return Err(OAuthError::InvalidRequest(
+                        "subject_token refused: an ID-JAG or access token is not an identity token"
+                            .into(),
+                    ));
+                }
                 let mut accepted = vec![self.issuer.as_str(), self.token_endpoint.as_str()];
                 accepted.extend(v.issuer.audiences.iter().map(String::as_str));
                 if !v.aud_in(&accepted) {
