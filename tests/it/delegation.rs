@@ -118,6 +118,18 @@ fn refused(r: &Resp, status: u16, error: &str, what: &str) {
 
 type Creds = (String, String);
 
+/// Every audit event stored so far.
+async fn audit_events(h: &H) -> Vec<Value> {
+    let mut events = Vec::new();
+    mandate::audit::query::export(&h.app().store.db, 0, i64::MAX, |r| {
+        events.push(serde_json::from_str::<Value>(&r.json_line()).unwrap());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    events
+}
+
 async fn setup(h: &H) -> (Creds, Creds, Creds, Creds) {
     let a = h
         .server(A, "prod", &["search:read:internal", "edit:write:internal"])
@@ -392,13 +404,7 @@ async fn human_subject_tokens(mut h: H) -> H {
     refused(&r, 401, "invalid_client", "no client authentication");
 
     // Audited: issued and refused, with the delegation and never the token.
-    let mut events = Vec::new();
-    mandate::audit::query::export(&h.app().store.db, 0, i64::MAX, |r| {
-        events.push(serde_json::from_str::<Value>(&r.json_line()).unwrap());
-        Ok(())
-    })
-    .await
-    .unwrap();
+    let events = audit_events(&h).await;
     let issued: Vec<_> = events
         .iter()
         .filter(|e| e["type"] == "token.issued" && e["details"]["grant_type"] == TE)

@@ -174,6 +174,19 @@ pub(super) async fn id_jag(mut h: H) -> H {
     )
     .await;
     refused(&r, 401, "invalid_client", "bad client secret");
+    // Audited: issued with the assertion's issuer and jti, refusals with their reason.
+    let events = audit_events(&h).await;
+    let issued = events
+        .iter()
+        .find(|e| e["type"] == "token.issued" && e["details"]["grant_type"] == JB)
+        .unwrap();
+    assert_eq!(issued["details"]["assertion_issuer"], IDP);
+    assert_eq!(issued["details"]["assertion_jti"], claims["jti"]);
+    assert_eq!(issued["details"]["sub"], "alice");
+    assert!(events.iter().any(|e| e["type"] == "token.refused"
+        && e["details"]["grant_type"] == JB
+        && e["details"]["reason"] == "assertion refused: jti replayed"));
+    assert!(!serde_json::to_string(&events).unwrap().contains(&assertion));
     h
 }
 both!(id_jag);
