@@ -123,6 +123,26 @@ run_mandate() {
   check_once mandate_introspect_after "$URL/introspect" "$SBASIC" "token=$(urlenc "$TOKEN")" \
     && jq -e '.active == true' "$RESULTS_DIR/mandate_introspect_after.json" >/dev/null \
     || log "WARNING: after the load, Mandate no longer reports the token active (expired during the run?)"
+
+  # token exchange (RFC 8693): the MCP server exchanges a token it received (for R, issued to
+  # an agent allowed on both) for one to a downstream server R2, with itself in the act chain.
+  local R2=http://mcp2.bench.test/mcp D_ID D_SEC TE_BODY
+  MANDATE_LOG_LEVEL=warn "$BIN" --data-dir "$DATA" servers add --uri "$R2" --name bench-downstream \
+    --env prod --tool search:read:internal --json >"$RESULTS_DIR/mandate-server2.json" \
+    || die "servers add (downstream) failed"
+  MANDATE_LOG_LEVEL=warn "$BIN" --data-dir "$DATA" agents add --name bench-delegating --owner ops@example.com \
+    --env prod --trust medium --resource "$R" --resource "$R2" --scope "tools:read" \
+    --auth-method client_secret_basic --json >"$RESULTS_DIR/mandate-agent2.json" || die "agents add failed"
+  D_ID=$(jq -er .client_id "$RESULTS_DIR/mandate-agent2.json"); D_SEC=$(jq -er .client_secret "$RESULTS_DIR/mandate-agent2.json")
+  sleep 2
+  check_once mandate_exchange_subject "$URL/token" "$(basic "$D_ID" "$D_SEC")" "$BODY" \
+    || die "Mandate /token for the exchange subject is not 200"
+  TOKEN=$(jq -er .access_token "$RESULTS_DIR/mandate_exchange_subject.json")
+  TE_BODY="grant_type=$(urlenc urn:ietf:params:oauth:grant-type:token-exchange)&subject_token=$(urlenc "$TOKEN")"
+  TE_BODY+="&subject_token_type=$(urlenc urn:ietf:params:oauth:token-type:access_token)&resource=$(urlenc "$R2")"
+  check_once mandate_exchange_check "$URL/token" "$SBASIC" "$TE_BODY" || die "Mandate token exchange is not 200"
+  run_wrk mandate_token_exchange "$URL/token" "$SBASIC" "$TE_BODY" "$MPID"
+
   stop_pid "$MPID"
   if grep -v "issuer $URL" "$RESULTS_DIR/mandate.log" | grep -q '[^[:space:]]'; then
     log "note: mandate.log has other output (warnings/errors?): $RESULTS_DIR/mandate.log"
@@ -234,6 +254,10 @@ for name, ml, pl, note in cases:
 print("CPU (% of one core):  " + "   ".join(
     f"{lbl}: {parse(l)['cpu']}" for lbl, l in (("M token", "mandate_token"), ("M introspect", "mandate_introspect"),
                                               ("peer cc", "peer_cc_es256"), ("peer introspect", "peer_introspect")) if parse(l)))
+x = parse("mandate_token_exchange")
+if x:
+    print(f"{'token exchange (server->downstream)':27} | {x['rps']:13.0f} {x['p50']:7.2f} {x['p99']:7.2f} | (no peer case)")
+    if x["non2xx"]: problems.append(f"Mandate token exchange: {x['non2xx']} of {x['n']} responses were non-2xx")
 print("peer cases: client_credentials = ES256 JWT with WORKERS=2; introspection = opaque token with WORKERS=1")
 for pr in problems: print("WARNING:", pr)
 print("all targets hold" if ok_all and not problems else "targets NOT all met (or run not clean)" if not ok_all else "targets hold, but see warnings")

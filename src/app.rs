@@ -47,6 +47,8 @@ pub struct App {
     pub throttle: crate::oauth::throttle::FailureThrottle,
     /// The audit log: this node's stream and its batch writer.
     pub audit: crate::audit::Audit,
+    /// Trusted external issuers (token exchange, ID-JAG, workload identity).
+    pub trust: crate::oauth::trust::Trust,
     registry: ArcSwap<Registry>,
     revocations_synced_at: AtomicI64,
 }
@@ -121,6 +123,7 @@ impl App {
             Some(r) => r.clone(),
             None => Arc::new(MemoryBackend::default()),
         };
+        let trust = crate::oauth::trust::Trust::new(&config.trusted_issuers);
         let app = Arc::new(Self {
             token_endpoint: format!("{issuer}/token"),
             issuer,
@@ -137,6 +140,7 @@ impl App {
             verified: Default::default(),
             throttle: Default::default(),
             audit,
+            trust,
             registry: ArcSwap::from_pointee(registry),
             revocations_synced_at: AtomicI64::new(i64::MIN),
         });

@@ -84,6 +84,12 @@ pub struct Config {
     /// (survives a machine crash, at a large cost in token throughput); by default they are
     /// acknowledged once committed, which survives a Mandate crash (`MANDATE_AUDIT_SYNC_COMMIT`).
     pub audit_sync_commit: bool,
+    /// Longest `act` delegation chain a token may carry (RFC 8693 §4.1)
+    /// (`MANDATE_MAX_DELEGATION_DEPTH`).
+    pub max_delegation_depth: usize,
+    /// External identity providers trusted for token exchange subject tokens, ID-JAGs and
+    /// workload identities (`[[trusted_issuers]]`; see docs/delegation.md). File only.
+    pub trusted_issuers: Vec<crate::oauth::trust::TrustedIssuer>,
 }
 
 impl Default for Config {
@@ -120,6 +126,8 @@ impl Default for Config {
             audit_retention_days: 365,
             audit_sync_commit: false,
             policy_utc_offset_minutes: 0,
+            trusted_issuers: Vec::new(),
+            max_delegation_depth: 5,
         }
     }
 }
@@ -230,6 +238,12 @@ impl Config {
         }
         if let Some(issuer) = &self.issuer {
             crate::resources::validate_issuer(issuer).map_err(ConfigError::Invalid)?;
+        }
+        crate::oauth::trust::validate(&self.trusted_issuers).map_err(ConfigError::Invalid)?;
+        if !(1..=10).contains(&self.max_delegation_depth) {
+            return Err(ConfigError::Invalid(
+                "max_delegation_depth must be between 1 and 10".into(),
+            ));
         }
         Ok(())
     }

@@ -28,6 +28,11 @@ pub struct Seen {
     pub grant_type: Option<String>,
     /// Ids of the policies that determined the decisions behind the answer.
     pub policy_reasons: Vec<String>,
+    /// The MCP server that authenticated (token exchange to a downstream server).
+    pub caller_server: Option<Arc<McpServer>>,
+    /// Delegation facts for token exchange and jwt-bearer events (subject, actors, assertion
+    /// issuer and jti; never a token).
+    pub delegation: Vec<(&'static str, String)>,
 }
 
 impl Seen {
@@ -96,12 +101,13 @@ impl Audit {
         now: i64,
         peer: IpAddr,
         request_id: Option<String>,
-        seen: Seen,
+        mut seen: Seen,
         result: Result<TokenResponse, OAuthError>,
     ) -> Result<TokenResponse, OAuthError> {
-        let actor = match (&seen.agent, &seen.claimed) {
-            (Some(a), _) => Actor::new(ActorKind::Agent, a.id.clone()),
-            (None, c) => Actor::new(ActorKind::Anonymous, c.clone().unwrap_or_default()),
+        let actor = match (&seen.caller_server, &seen.agent, &seen.claimed) {
+            (Some(s), _, _) => Actor::new(ActorKind::Server, s.id.clone()),
+            (None, Some(a), _) => Actor::new(ActorKind::Agent, a.id.clone()),
+            (None, None, c) => Actor::new(ActorKind::Anonymous, c.clone().unwrap_or_default()),
         };
         let kind = if result.is_ok() {
             kinds::TOKEN_ISSUED
@@ -114,14 +120,17 @@ impl Audit {
             .request_id(request_id);
         ev.agent = seen.agent.as_ref().map(|a| a.id.clone());
         ev.server = seen.server.as_ref().map(|s| s.id.clone());
-        for r in seen.policy_reasons {
+        for r in std::mem::take(&mut seen.policy_reasons) {
             ev = ev.reason(r);
         }
+        for (k, v) in std::mem::take(&mut seen.delegation) {
+            ev = ev.detail(k, Detail::Str(v));
+        }
         match &result {
-            Ok(_) => {
+            Ok(r) => {
                 ev = ev
                     .decision(Decision::Permit)
-                    .detail_str("grant_type", "client_credentials");
+                    .detail_str("grant_type", r.grant_type);
                 ev.subject = seen.jti;
                 if let Some(s) = &seen.server {
                     ev = ev.detail_str("resource", s.resource.clone());
@@ -133,7 +142,7 @@ impl Audit {
             }
             Err(e) => {
                 ev = refused(e, ev);
-                if let Some(g) = seen.grant_type {
+                if let Some(g) = seen.grant_type.take() {
                     ev = ev.detail("grant_type", Detail::Str(g));
                 }
                 if let Some(r) = seen.resource {

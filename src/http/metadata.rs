@@ -33,7 +33,7 @@ pub fn document(app: &crate::app::App) -> Value {
         "client_secret_post",
         "private_key_jwt",
     ];
-    json!({
+    let mut doc = json!({
         "issuer": iss,
         "authorization_endpoint": format!("{iss}/authorize"),
         "token_endpoint": app.token_endpoint,
@@ -48,7 +48,18 @@ pub fn document(app: &crate::app::App) -> Value {
         "revocation_endpoint_auth_methods_supported": all_methods,
         "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "scopes_supported": scopes,
-    })
+        // Not registered metadata names: the RFC 8693 token types this server takes and issues.
+        "token_exchange_subject_token_types_supported":
+            crate::oauth::grants::token_exchange::SUBJECT_TOKEN_TYPES,
+        "token_exchange_requested_token_types_supported":
+            crate::oauth::grants::token_exchange::REQUESTED_TOKEN_TYPES,
+    });
+    if app.trust.any(crate::oauth::trust::TrustKind::IdJag) {
+        // ID-JAG draft §7.2: only when an identity provider is trusted to issue them.
+        doc["authorization_grant_profiles_supported"] =
+            json!([crate::oauth::grants::jwt_bearer::ID_JAG_PROFILE]);
+    }
+    doc
 }
 
 async fn metadata(State(app): State<AppState>) -> Response {

@@ -49,7 +49,7 @@ async fn token(
             app.metrics
                 .tokens_issued
                 .get_or_create(&GrantLabels {
-                    grant_type: "client_credentials",
+                    grant_type: v.grant_type,
                 })
                 .inc();
             no_store_json(v)

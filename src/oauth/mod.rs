@@ -6,6 +6,7 @@ pub mod grants;
 mod params;
 pub mod scopes;
 pub mod throttle;
+pub mod trust;
 
 pub use error::OAuthError;
 pub use params::Params;
@@ -27,10 +28,20 @@ pub struct TokenResponse {
     /// for one (see the approval flow).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step_up_scope: Option<String>,
+    /// RFC 8693 §2.2.1: the type of the issued token (token exchange only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
+    /// The grant that issued it (for metrics and audit; not sent).
+    #[serde(skip)]
+    pub grant_type: &'static str,
 }
 
 /// Grant types `/token` accepts.
-pub const GRANT_TYPES: &[&str] = &["client_credentials"];
+pub const GRANT_TYPES: &[&str] = &[
+    "client_credentials",
+    grants::token_exchange::GRANT_TYPE,
+    grants::jwt_bearer::GRANT_TYPE,
+];
 
 impl App {
     fn auth_env<'a>(&'a self, registry: &'a Registry, now: i64, peer: IpAddr) -> AuthEnv<'a> {
@@ -62,6 +73,15 @@ impl App {
         let grant_type = p.require("grant_type")?;
         if !GRANT_TYPES.contains(&grant_type) {
             return Err(OAuthError::UnsupportedGrantType);
+        }
+        match grant_type {
+            grants::token_exchange::GRANT_TYPE => {
+                return self.token_exchange(peer, authorization, &p, seen).await;
+            }
+            grants::jwt_bearer::GRANT_TYPE => {
+                return self.jwt_bearer(peer, authorization, &p, seen).await;
+            }
+            _ => {}
         }
         let client =
             client_auth::authenticate(&self.auth_env(&registry, now, peer), authorization, &p)
@@ -125,6 +145,8 @@ impl App {
             expires_in: claims.exp - now,
             scope: claims.scope,
             step_up_scope: (!step_up.is_empty()).then(|| step_up.join(" ")),
+            issued_token_type: None,
+            grant_type: "client_credentials",
         })
     }
 
@@ -196,10 +218,12 @@ impl App {
             tracing::warn!("revocation store unreachable: answering inactive");
             return Ok(inactive);
         }
-        if self.replica.covers(&c) {
+        if self.replica.covers(&c)
+            || grants::token_exchange::chain_revoked(&c, &registry, &self.replica)
+        {
             return Ok(inactive);
         }
-        Ok(json!({
+        let mut answer = json!({
             "active": true,
             "scope": c.scope,
             "client_id": c.client_id,
@@ -214,7 +238,12 @@ impl App {
             "token_type": "Bearer",
             "env": agent.environment,
             "trust_level": agent.trust_level.as_str(),
-        }))
+        });
+        if let Some(act) = &c.act {
+            // RFC 8693 §4.1: the delegation chain travels with the token's answer.
+            answer["act"] = json!(act);
+        }
+        Ok(answer)
     }
 
     /// `POST /revoke` (RFC 7009) by the agent holding the token, or by an admin (`admin_id`).

@@ -296,6 +296,41 @@ impl Engine {
         d
     }
 
+    /// May `agent_id` impersonate the human it acts for on `tool_id` (RFC 8693 token exchange
+    /// without an `act` claim naming the agent)? `Action::"impersonate"`, which no default
+    /// policy permits. Uncached: asked only on token exchange.
+    pub fn permits_impersonation(&self, agent_id: &str, tool_id: &str, facts: &Facts) -> Decision {
+        let (Some(c), Some(types), Some(schema)) = (&self.compiled, &self.types, &self.schema)
+        else {
+            return Decision::deny(vec!["no policy set is installed".into()]);
+        };
+        let principal =
+            EntityUid::from_type_name_and_id(types.agent.clone(), EntityId::new(agent_id));
+        let resource = EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(tool_id));
+        let server_uri = tool_id.rsplit_once('#').map_or(tool_id, |(s, _)| s);
+        let server =
+            EntityUid::from_type_name_and_id(types.server.clone(), EntityId::new(server_uri));
+        let Ok(action) = EntityUid::from_str("Action::\"impersonate\"") else {
+            return Decision::deny(vec!["no impersonate action".into()]);
+        };
+        let (full, _) = match c.slice(&principal, &resource, &server) {
+            Ok(s) => s,
+            Err(e) => return Decision::deny(vec![e.to_string()]),
+        };
+        let request = context(facts, facts.approved)
+            .map_err(|e| format!("context: {e}"))
+            .and_then(|ctx| {
+                Request::new(principal, action, resource, ctx, Some(schema))
+                    .map_err(|e| format!("request: {e}"))
+            });
+        match request {
+            Ok(r) => self
+                .run(&full, &r, &c.forbids)
+                .into_decision(Outcome::Permit),
+            Err(e) => Decision::deny(vec![e]),
+        }
+    }
+
     /// One uncached decision.
     pub fn evaluate(
         &self,

@@ -23,6 +23,38 @@ pub struct AccessClaims {
     pub sid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
+    /// RFC 8693 §4.1: the current actor, with the prior actors nested below (delegation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Act>,
+}
+
+/// An RFC 8693 §4.1 `act` claim: who acts, and who acted before (nested). Only the outermost
+/// actor is the current one; the nested ones are informational.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Act {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Act>>,
+}
+
+impl Act {
+    /// Number of actors in the chain.
+    pub fn depth(&self) -> usize {
+        1 + self.act.as_ref().map_or(0, |a| a.depth())
+    }
+
+    /// Every actor's `sub`, current first.
+    pub fn subjects(&self) -> Vec<&str> {
+        let mut out = vec![self.sub.as_str()];
+        let mut cur = &self.act;
+        while let Some(a) = cur {
+            out.push(a.sub.as_str());
+            cur = &a.act;
+        }
+        out
+    }
 }
 
 /// Why one of our tokens does not verify. Never sent to a client: introspection says

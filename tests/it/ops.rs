@@ -28,8 +28,14 @@ async fn metadata_lists_what_is_implemented(h: H) -> H {
         assert_eq!(v["revocation_endpoint"], format!("{}/revoke", h.base));
         assert_eq!(
             v["grant_types_supported"],
-            serde_json::json!(["client_credentials"])
+            serde_json::json!([
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+                "urn:ietf:params:oauth:grant-type:jwt-bearer"
+            ])
         );
+        // Only with an ID-JAG issuer configured (see tests/it/delegation.rs).
+        assert!(v.get("authorization_grant_profiles_supported").is_none());
         assert_eq!(
             v["token_endpoint_auth_methods_supported"],
             serde_json::json!([
