@@ -47,6 +47,8 @@ pub struct App {
     pub throttle: crate::oauth::throttle::FailureThrottle,
     /// The audit log: this node's stream and its batch writer.
     pub audit: crate::audit::Audit,
+    /// Humans: the WebAuthn relying party, upstream OIDC.
+    pub humans: crate::humans::Humans,
     registry: ArcSwap<Registry>,
     revocations_synced_at: AtomicI64,
 }
@@ -116,7 +118,9 @@ impl App {
             Some(r) => r.clone(),
             None => Arc::new(MemoryBackend::default()),
         };
+        let humans = crate::humans::Humans::new(&issuer, &config);
         let app = Arc::new(Self {
+            humans,
             token_endpoint: format!("{issuer}/token"),
             issuer,
             config,

@@ -11,6 +11,7 @@ mod harness;
 mod admin_api;
 mod audit;
 mod client_auth;
+mod humans;
 mod introspection;
 mod keys;
 mod ops;
