@@ -49,6 +49,8 @@ pub struct App {
     pub audit: crate::audit::Audit,
     /// Trusted external issuers (token exchange, ID-JAG, workload identity).
     pub trust: crate::oauth::trust::Trust,
+    /// Humans: the WebAuthn relying party, upstream OIDC.
+    pub humans: crate::humans::Humans,
     registry: ArcSwap<Registry>,
     revocations_synced_at: AtomicI64,
 }
@@ -124,7 +126,9 @@ impl App {
             None => Arc::new(MemoryBackend::default()),
         };
         let trust = crate::oauth::trust::Trust::new(&config.trusted_issuers);
+        let humans = crate::humans::Humans::new(&issuer, &config);
         let app = Arc::new(Self {
+            humans,
             token_endpoint: format!("{issuer}/token"),
             issuer,
             config,

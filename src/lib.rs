@@ -8,6 +8,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod humans;
 pub mod metrics;
 pub mod oauth;
 pub mod policy;

@@ -49,6 +49,16 @@ pub mod kinds {
     pub const SESSION_STARTED: Kind = Kind("session.started");
     pub const POLICY_APPLIED: Kind = Kind("policy.applied");
     pub const POLICY_EVALUATED: Kind = Kind("policy.evaluated");
+    pub const HUMAN_CREATED: Kind = Kind("human.created");
+    pub const HUMAN_UPDATED: Kind = Kind("human.updated");
+    pub const HUMAN_DISABLED: Kind = Kind("human.disabled");
+    pub const HUMAN_INVITED: Kind = Kind("human.invited");
+    pub const PASSKEY_ADDED: Kind = Kind("passkey.added");
+    pub const PASSKEY_REMOVED: Kind = Kind("passkey.removed");
+    pub const HUMAN_SIGNED_IN: Kind = Kind("human.signed_in");
+    pub const HUMAN_SIGN_IN_FAILED: Kind = Kind("human.sign_in_failed");
+    pub const HUMAN_SIGNED_OUT: Kind = Kind("human.signed_out");
+    pub const HUMAN_SESSIONS_REVOKED: Kind = Kind("human.sessions_revoked");
 
     /// The kinds a query may filter on.
     pub const ALL: &[Kind] = &[
@@ -71,6 +81,16 @@ pub mod kinds {
         AUDIT_PRUNED,
         POLICY_APPLIED,
         POLICY_EVALUATED,
+        HUMAN_CREATED,
+        HUMAN_UPDATED,
+        HUMAN_DISABLED,
+        HUMAN_INVITED,
+        PASSKEY_ADDED,
+        PASSKEY_REMOVED,
+        HUMAN_SIGNED_IN,
+        HUMAN_SIGN_IN_FAILED,
+        HUMAN_SIGNED_OUT,
+        HUMAN_SESSIONS_REVOKED,
     ];
 }
 

@@ -2,10 +2,12 @@
 mod admin;
 mod audit;
 mod authzen;
+mod humans_admin;
 mod metadata;
 mod oauth;
 mod ops;
 mod policy_admin;
+mod web;
 
 use crate::app::AppState;
 use crate::oauth::OAuthError;
@@ -28,9 +30,12 @@ pub fn router(state: AppState) -> Router {
         .merge(authzen::routes())
         .nest(
             "/admin/v1",
-            admin::routes(state.config.max_body_bytes).merge(policy_admin::routes()),
+            admin::routes(state.config.max_body_bytes)
+                .merge(policy_admin::routes())
+                .merge(humans_admin::routes()),
         )
         .merge(audit::routes())
+        .merge(web::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -70,10 +75,13 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    // HTML pages set their own (still strict) policy; everything else gets the strictest.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),

@@ -12,6 +12,7 @@ mod admin_api;
 mod audit;
 mod client_auth;
 mod delegation;
+mod humans;
 mod introspection;
 mod keys;
 mod ops;
