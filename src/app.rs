@@ -47,6 +47,8 @@ pub struct App {
     pub throttle: crate::oauth::throttle::FailureThrottle,
     /// The audit log: this node's stream and its batch writer.
     pub audit: crate::audit::Audit,
+    /// Client ID Metadata Documents fetched and still fresh.
+    pub client_documents: crate::clients::cimd::DocumentCache,
     registry: ArcSwap<Registry>,
     revocations_synced_at: AtomicI64,
 }
@@ -132,6 +134,7 @@ impl App {
             verified: Default::default(),
             throttle: Default::default(),
             audit,
+            client_documents: Default::default(),
             registry: ArcSwap::from_pointee(registry),
             revocations_synced_at: AtomicI64::new(i64::MIN),
         });

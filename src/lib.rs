@@ -5,9 +5,11 @@
 pub mod agents;
 pub mod app;
 pub mod audit;
+pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod humans;
 pub mod metrics;
 pub mod oauth;
 pub mod policy;

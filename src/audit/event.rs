@@ -47,6 +47,13 @@ pub mod kinds {
     pub const AUDIT_PRUNED: Kind = Kind("audit.pruned");
     pub const AGENT_KILLED: Kind = Kind("agent.killed");
     pub const SESSION_STARTED: Kind = Kind("session.started");
+    pub const CODE_ISSUED: Kind = Kind("authorization_code.issued");
+    pub const CODE_REPLAYED: Kind = Kind("authorization_code.replayed");
+    pub const REFRESH_REUSED: Kind = Kind("refresh_token.reused");
+    pub const CONSENT_GRANTED: Kind = Kind("consent.granted");
+    pub const CONSENT_REVOKED: Kind = Kind("consent.revoked");
+    pub const CLIENT_REGISTERED: Kind = Kind("client.registered");
+    pub const CLIENT_DELETED: Kind = Kind("client.deleted");
 
     /// The kinds a query may filter on.
     pub const ALL: &[Kind] = &[
@@ -67,6 +74,13 @@ pub mod kinds {
         KEY_ADDED,
         ADMIN_TOKEN_CREATED,
         AUDIT_PRUNED,
+        CODE_ISSUED,
+        CODE_REPLAYED,
+        REFRESH_REUSED,
+        CONSENT_GRANTED,
+        CONSENT_REVOKED,
+        CLIENT_REGISTERED,
+        CLIENT_DELETED,
     ];
 }
 
@@ -87,6 +101,8 @@ pub enum ActorKind {
     System,
     /// A caller whose credentials did not verify.
     Anonymous,
+    /// An OAuth client acting for a person (an MCP client: authorization code flow).
+    Client,
 }
 
 impl ActorKind {
@@ -99,6 +115,7 @@ impl ActorKind {
             Self::Cli => "cli",
             Self::System => "system",
             Self::Anonymous => "anonymous",
+            Self::Client => "client",
         }
     }
 }
