@@ -114,6 +114,19 @@ impl App {
             }
             None => tracing::info!("sessions and revocation: in-process (no redis_url)"),
         }
+        if let Some(email) = &config.dev_auto_approve_email {
+            tracing::warn!(
+                email,
+                "DEVELOPMENT MODE: dev_auto_approve_email is set: /authorize signs this person in \
+                 and approves every consent without asking; never use this in production"
+            );
+        }
+        if config.dev_allow_loopback_clients {
+            tracing::warn!(
+                "DEVELOPMENT MODE: dev_allow_loopback_clients is set: client metadata documents \
+                 are fetched from loopback addresses"
+            );
+        }
         let backend: Arc<dyn Backend> = match &redis {
             Some(r) => r.clone(),
             None => Arc::new(MemoryBackend::default()),
