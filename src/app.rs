@@ -49,6 +49,8 @@ pub struct App {
     pub audit: crate::audit::Audit,
     /// Client ID Metadata Documents fetched and still fresh.
     pub client_documents: crate::clients::cimd::DocumentCache,
+    /// Humans: the WebAuthn relying party, upstream OIDC.
+    pub humans: crate::humans::Humans,
     registry: ArcSwap<Registry>,
     revocations_synced_at: AtomicI64,
 }
@@ -131,7 +133,9 @@ impl App {
             Some(r) => r.clone(),
             None => Arc::new(MemoryBackend::default()),
         };
+        let humans = crate::humans::Humans::new(&issuer, &config);
         let app = Arc::new(Self {
+            humans,
             token_endpoint: format!("{issuer}/token"),
             issuer,
             config,

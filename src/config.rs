@@ -103,6 +103,63 @@ pub struct Config {
     /// and approves every consent without a page. Refused at start unless Mandate listens on
     /// loopback; logged at WARN on start and on every use (`MANDATE_DEV_AUTO_APPROVE_EMAIL`).
     pub dev_auto_approve_email: Option<String>,
+    /// Browser sessions of humans: absolute lifetime, seconds (`MANDATE_HUMAN_SESSION_LIFETIME_SECS`).
+    pub human_session_lifetime_secs: i64,
+    /// Browser sessions of humans: idle timeout, seconds (`MANDATE_HUMAN_SESSION_IDLE_SECS`).
+    pub human_session_idle_secs: i64,
+    /// Lifetime of an enrolment link printed by `mandate humans invite`, seconds
+    /// (`MANDATE_ENROLMENT_LINK_TTL_SECS`).
+    pub enrolment_link_ttl_secs: i64,
+    /// Sign-in through an upstream OpenID Connect provider; off when absent.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[oidc]`: sign-in through an upstream OpenID Connect provider (Entra, Okta, Keycloak,
+/// Google...). By default only people who already exist in Mandate (invited) may sign in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (discovery at `{issuer}/.well-known/openid-configuration`).
+    pub issuer: String,
+    pub client_id: String,
+    /// Client secret (`client_secret_basic`); or set `MANDATE_OIDC_CLIENT_SECRET`.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Scopes besides `openid`.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// Label of the sign-in button.
+    #[serde(default = "default_oidc_label")]
+    pub label: String,
+    /// Claim whose values map to roles (a string or an array of strings), e.g. `groups`.
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    /// Claim value -> role (`admin`, `approver`, `viewer`). When `roles_claim` is set, a
+    /// person's roles are replaced at each sign-in by the mapped values.
+    #[serde(default)]
+    pub role_map: std::collections::BTreeMap<String, String>,
+    /// Create a person at first sign-in when their (verified) email is in `allowed_domains`.
+    /// Default false: only people who already exist (were invited) may sign in.
+    #[serde(default)]
+    pub auto_create: bool,
+    /// Email domains accepted for `auto_create`.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// Roles given to people created by `auto_create` when the mapping yields none.
+    #[serde(default = "default_oidc_roles")]
+    pub default_roles: Vec<String>,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["email".into(), "profile".into()]
+}
+
+fn default_oidc_label() -> String {
+    "Sign in with your company account".into()
+}
+
+fn default_oidc_roles() -> Vec<String> {
+    vec!["viewer".into()]
 }
 
 impl Default for Config {
@@ -145,6 +202,10 @@ impl Default for Config {
             cimd_fetch_timeout_ms: 3000,
             dev_allow_loopback_clients: false,
             dev_auto_approve_email: None,
+            human_session_lifetime_secs: 43_200,
+            human_session_idle_secs: 3_600,
+            enrolment_link_ttl_secs: 86_400,
+            oidc: None,
         }
     }
 }
@@ -178,7 +239,12 @@ impl Config {
             None => toml::Table::new(),
         };
         let keys = Self::keys();
+        let mut oidc_secret = None;
         for (name, value) in env {
+            if name == "MANDATE_OIDC_CLIENT_SECRET" {
+                oidc_secret = Some(value);
+                continue;
+            }
             let Some(key) = name.strip_prefix("MANDATE_").map(str::to_ascii_lowercase) else {
                 continue;
             };
@@ -193,9 +259,12 @@ impl Config {
                 .unwrap_or(toml::Value::String(value));
             table.insert(key, parsed);
         }
-        let cfg: Config = table
+        let mut cfg: Config = table
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        if let (Some(o), Some(secret)) = (cfg.oidc.as_mut(), oidc_secret) {
+            o.client_secret = Some(secret);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -279,6 +348,32 @@ impl Config {
                  they need a loopback listen address"
                     .into(),
             ));
+        }
+        if self.human_session_idle_secs < 60
+            || self.human_session_lifetime_secs < self.human_session_idle_secs
+            || self.enrolment_link_ttl_secs < 60
+        {
+            return Err(ConfigError::Invalid(
+                "human_session_idle_secs must be >= 60, human_session_lifetime_secs >= the idle \
+                 timeout, enrolment_link_ttl_secs >= 60"
+                    .into(),
+            ));
+        }
+        if let Some(o) = &self.oidc {
+            url::Url::parse(&o.issuer)
+                .map_err(|e| ConfigError::Invalid(format!("oidc.issuer: {e}")))?;
+            for r in o.role_map.values().chain(o.default_roles.iter()) {
+                if crate::humans::Role::parse(r).is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "oidc: unknown role {r:?} (admin, approver or viewer)"
+                    )));
+                }
+            }
+            if o.auto_create && o.allowed_domains.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "oidc.auto_create needs oidc.allowed_domains".into(),
+                ));
+            }
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 mod consents_cli;
+mod humans_cli;
 mod policies_cli;
 use policies_cli::PoliciesCmd;
 
@@ -89,6 +90,9 @@ enum Command {
     /// The audit log: verify its hash chains, export it.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// People: invite (enrolment link), list, disable, sessions, passkeys.
+    #[command(subcommand)]
+    Humans(humans_cli::HumansCmd),
 }
 
 #[derive(Subcommand)]
@@ -394,6 +398,7 @@ async fn run(cli: Cli, cfg: Config) -> Result<()> {
         Command::Agents(c) => agents(*c, &cfg, clock.now()).await,
         Command::Keys(c) => keys(c, &cfg, clock.now()).await,
         Command::Audit(c) => audit(c, &cfg, clock.now()).await,
+        Command::Humans(c) => humans_cli::run(c, &cfg, clock.now()).await,
         Command::Admin(AdminCmd::Token { name, out }) => {
             let store = open_store(&cfg, None).await?;
             let token = Admin {

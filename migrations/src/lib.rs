@@ -6,6 +6,7 @@ mod m0001_registry;
 mod m0002_audit;
 mod m0003_sessions;
 mod m0004_policies;
+mod m0005_humans;
 mod m0006_clients;
 
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_audit::Migration),
             Box::new(m0003_sessions::Migration),
             Box::new(m0004_policies::Migration),
+            Box::new(m0005_humans::Migration),
             Box::new(m0006_clients::Migration),
         ]
     }

@@ -54,6 +54,16 @@ pub mod kinds {
     pub const CONSENT_REVOKED: Kind = Kind("consent.revoked");
     pub const CLIENT_REGISTERED: Kind = Kind("client.registered");
     pub const CLIENT_DELETED: Kind = Kind("client.deleted");
+    pub const HUMAN_CREATED: Kind = Kind("human.created");
+    pub const HUMAN_UPDATED: Kind = Kind("human.updated");
+    pub const HUMAN_DISABLED: Kind = Kind("human.disabled");
+    pub const HUMAN_INVITED: Kind = Kind("human.invited");
+    pub const PASSKEY_ADDED: Kind = Kind("passkey.added");
+    pub const PASSKEY_REMOVED: Kind = Kind("passkey.removed");
+    pub const HUMAN_SIGNED_IN: Kind = Kind("human.signed_in");
+    pub const HUMAN_SIGN_IN_FAILED: Kind = Kind("human.sign_in_failed");
+    pub const HUMAN_SIGNED_OUT: Kind = Kind("human.signed_out");
+    pub const HUMAN_SESSIONS_REVOKED: Kind = Kind("human.sessions_revoked");
 
     /// The kinds a query may filter on.
     pub const ALL: &[Kind] = &[
@@ -81,6 +91,16 @@ pub mod kinds {
         CONSENT_REVOKED,
         CLIENT_REGISTERED,
         CLIENT_DELETED,
+        HUMAN_CREATED,
+        HUMAN_UPDATED,
+        HUMAN_DISABLED,
+        HUMAN_INVITED,
+        PASSKEY_ADDED,
+        PASSKEY_REMOVED,
+        HUMAN_SIGNED_IN,
+        HUMAN_SIGN_IN_FAILED,
+        HUMAN_SIGNED_OUT,
+        HUMAN_SESSIONS_REVOKED,
     ];
 }
 

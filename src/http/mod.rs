@@ -3,10 +3,12 @@ mod admin;
 mod audit;
 mod authorize;
 mod authzen;
+mod humans_admin;
 mod metadata;
 mod oauth;
 mod ops;
 mod policy_admin;
+mod web;
 
 use crate::app::AppState;
 use crate::oauth::OAuthError;
@@ -32,9 +34,11 @@ pub fn router(state: AppState) -> Router {
             "/admin/v1",
             admin::routes(state.config.max_body_bytes)
                 .merge(policy_admin::routes())
-                .merge(authorize::admin_routes()),
+                .merge(authorize::admin_routes())
+                .merge(humans_admin::routes()),
         )
         .merge(audit::routes())
+        .merge(web::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -75,10 +79,13 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    // HTML pages set their own (still strict) policy; everything else gets the strictest.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),

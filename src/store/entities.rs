@@ -150,3 +150,106 @@ pub mod session {
     pub enum Relation {}
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod human {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "humans")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        #[sea_orm(unique)]
+        pub email: String,
+        pub display_name: String,
+        /// Comma-separated role names.
+        pub roles: String,
+        pub created_at: i64,
+        pub disabled_at: Option<i64>,
+        /// `issuer|sub` of the upstream OIDC account linked at first sign-in.
+        pub oidc_subject: Option<String>,
+    }
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod human_session {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "human_sessions")]
+    pub struct Model {
+        /// Hex SHA-256 of the session id (the cookie value is never stored).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id_hash: String,
+        pub human_id: String,
+        pub csrf: String,
+        pub auth_method: String,
+        pub created_at: i64,
+        pub last_seen_at: i64,
+        pub expires_at: i64,
+        pub ended_at: Option<i64>,
+    }
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod enrolment_link {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "enrolment_links")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_hash: String,
+        pub human_id: String,
+        pub created_at: i64,
+        pub expires_at: i64,
+        pub used_at: Option<i64>,
+    }
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod passkey {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "passkeys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub human_id: String,
+        pub name: String,
+        /// base64url credential id (unique across all humans).
+        #[sea_orm(unique)]
+        pub credential_id: String,
+        /// The webauthn-rs `Passkey`, as JSON.
+        pub passkey: String,
+        pub created_at: i64,
+        pub last_used_at: Option<i64>,
+    }
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod human_ceremony {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "human_ceremonies")]
+    pub struct Model {
+        /// Hex SHA-256 of the ceremony handle given to the browser.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id_hash: String,
+        /// `passkey_register`, `passkey_login` or `oidc`.
+        pub kind: String,
+        pub human_id: Option<String>,
+        /// Server-side state (webauthn-rs ceremony state or OIDC nonce/verifier), JSON.
+        pub state: String,
+        pub created_at: i64,
+        pub expires_at: i64,
+    }
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+    impl ActiveModelBehavior for ActiveModel {}
+}

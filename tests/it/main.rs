@@ -13,6 +13,7 @@ mod audit;
 mod authorize;
 mod client_auth;
 mod clients;
+mod humans;
 mod introspection;
 mod keys;
 mod ops;

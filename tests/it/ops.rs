@@ -28,14 +28,15 @@ async fn metadata_lists_what_is_implemented(h: H) -> H {
         assert_eq!(v["revocation_endpoint"], format!("{}/revoke", h.base));
         assert_eq!(
             v["grant_types_supported"],
-            serde_json::json!(["client_credentials"])
+            serde_json::json!(["client_credentials", "authorization_code", "refresh_token"])
         );
         assert_eq!(
             v["token_endpoint_auth_methods_supported"],
             serde_json::json!([
                 "client_secret_basic",
                 "client_secret_post",
-                "private_key_jwt"
+                "private_key_jwt",
+                "none"
             ])
         );
         let algs = v["token_endpoint_auth_signing_alg_values_supported"]
