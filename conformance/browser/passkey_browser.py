@@ -46,8 +46,16 @@ class Cdp:
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self):
+        try:
+            await self._loop()
+        except websockets.ConnectionClosed:
+            pass
+
+    async def _loop(self):
         async for raw in self.ws:
             msg = json.loads(raw)
+            if msg.get("method") in ("Runtime.exceptionThrown", "Runtime.consoleAPICalled"):
+                print(f"# page: {json.dumps(msg.get('params'))[:500]}", file=sys.stderr, flush=True)
             fut = self.pending.pop(msg.get("id"), None)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
@@ -157,7 +165,10 @@ async def run(issuer, link, email):
 
             # 1. Enrol through the invitation link.
             await cdp.send("Page.navigate", {"url": link})
-            ready = await cdp.wait_for("document.querySelector('#passkey-register button') !== null")
+            ready = await cdp.wait_for(
+                "document.documentElement.dataset.passkeysReady === '1' "
+                "&& document.querySelector('#passkey-register button') !== null"
+            )
             report(bool(ready), "enrol_page_loads", "no enrolment form on the page")
             await cdp.eval("document.querySelector('#passkey-register [name=name]').value = 'chromium'")
             await cdp.eval("document.querySelector('#passkey-register button').click()")
@@ -195,7 +206,10 @@ async def run(issuer, link, email):
             report(back == "?next=%2Faccount", "signed_out_account_redirects", f"search {back!r}")
 
             # 3. Sign in with the passkey (email first); lands on `next`.
-            await cdp.wait_for("document.querySelector('#passkey-login') !== null")
+            await cdp.wait_for(
+                "document.documentElement.dataset.passkeysReady === '1' "
+                "&& document.querySelector('#passkey-login') !== null"
+            )
             await cdp.eval(f"document.querySelector('#passkey-login [name=email]').value = {json.dumps(email)}")
             await cdp.eval("document.querySelector('#passkey-login button').click()")
             who = await cdp.wait_for(
@@ -210,6 +224,7 @@ async def run(issuer, link, email):
             count = max((c.get("signCount", 0) for c in creds.get("credentials", [])), default=0)
             report(count >= 2, "sign_count_moves", f"signCount {count}")
             cdp.reader.cancel()
+            await cdp.ws.close()
     except Exception as exc:  # noqa: BLE001 - any failure is a failed check
         report(False, "run", f"{type(exc).__name__}: {exc}")
     finally:
