@@ -26,6 +26,10 @@ pub struct Seen {
     pub resource: Option<String>,
     pub asked_scope: Option<String>,
     pub grant_type: Option<String>,
+    /// The OAuth client acting for a person (authorization code and refresh grants).
+    pub client: Option<String>,
+    /// The person a token was issued for.
+    pub human: Option<String>,
 }
 
 impl Seen {
@@ -97,9 +101,10 @@ impl Audit {
         seen: Seen,
         result: Result<TokenResponse, OAuthError>,
     ) -> Result<TokenResponse, OAuthError> {
-        let actor = match (&seen.agent, &seen.claimed) {
-            (Some(a), _) => Actor::new(ActorKind::Agent, a.id.clone()),
-            (None, c) => Actor::new(ActorKind::Anonymous, c.clone().unwrap_or_default()),
+        let actor = match (&seen.agent, &seen.client, &seen.claimed) {
+            (Some(a), _, _) => Actor::new(ActorKind::Agent, a.id.clone()),
+            (None, Some(c), _) => Actor::new(ActorKind::Client, c.clone()),
+            (None, None, c) => Actor::new(ActorKind::Anonymous, c.clone().unwrap_or_default()),
         };
         let kind = if result.is_ok() {
             kinds::TOKEN_ISSUED
@@ -114,9 +119,15 @@ impl Audit {
         ev.server = seen.server.as_ref().map(|s| s.id.clone());
         match &result {
             Ok(_) => {
-                ev = ev
-                    .decision(Decision::Permit)
-                    .detail_str("grant_type", "client_credentials");
+                ev = ev.decision(Decision::Permit).detail_str(
+                    "grant_type",
+                    seen.grant_type
+                        .clone()
+                        .unwrap_or_else(|| "client_credentials".into()),
+                );
+                if let Some(h) = &seen.human {
+                    ev = ev.detail_str("human", h.clone());
+                }
                 ev.subject = seen.jti;
                 if let Some(s) = &seen.server {
                     ev = ev.detail_str("resource", s.resource.clone());

@@ -7,14 +7,13 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/token", post(token))
         .route("/introspect", post(introspect))
         .route("/revoke", post(revoke))
-        .route("/authorize", get(authorize).post(authorize))
 }
 
 async fn token(
@@ -34,6 +33,7 @@ async fn token(
         r
     }
     .await;
+    let grant = seen.grant_type.clone();
     let result = app
         .audit
         .token(
@@ -46,11 +46,10 @@ async fn token(
         .await;
     match result {
         Ok(v) => {
+            let grant_type = grant_label(grant.as_deref());
             app.metrics
                 .tokens_issued
-                .get_or_create(&GrantLabels {
-                    grant_type: "client_credentials",
-                })
+                .get_or_create(&GrantLabels { grant_type })
                 .inc();
             no_store_json(v)
         }
@@ -142,9 +141,11 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
     crate::audit::record::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok()))
 }
 
-/// The authorization endpoint is published because MCP clients require the metadata member
-/// (RFC 8414 §2 lets it be absent, but the MCP SDKs do not); until the code flow lands it
-/// supports no response type, and never redirects (RFC 6749 §4.1.2.1: no verified redirect URI).
-async fn authorize() -> Response {
-    ErrorResponse(crate::oauth::OAuthError::UnsupportedResponseType).into_response()
+/// The metrics label of a grant type.
+fn grant_label(grant_type: Option<&str>) -> &'static str {
+    match grant_type {
+        Some("authorization_code") => "authorization_code",
+        Some("refresh_token") => "refresh_token",
+        _ => "client_credentials",
+    }
 }

@@ -1,5 +1,6 @@
 //! The protocol core: request parsing, client authentication, grants, introspection and
 //! revocation. Plain Rust: no axum, no sea-orm types.
+pub mod authorize;
 pub mod client_auth;
 mod error;
 pub mod grants;
@@ -27,10 +28,13 @@ pub struct TokenResponse {
     /// for one (see the approval flow).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step_up_scope: Option<String>,
+    /// A rotating refresh token (authorization code and refresh grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// Grant types `/token` accepts.
-pub const GRANT_TYPES: &[&str] = &["client_credentials"];
+pub const GRANT_TYPES: &[&str] = &["client_credentials", "authorization_code", "refresh_token"];
 
 impl App {
     fn auth_env<'a>(&'a self, registry: &'a Registry, now: i64, peer: IpAddr) -> AuthEnv<'a> {
@@ -62,6 +66,10 @@ impl App {
         let grant_type = p.require("grant_type")?;
         if !GRANT_TYPES.contains(&grant_type) {
             return Err(OAuthError::UnsupportedGrantType);
+        }
+        if matches!(grant_type, "authorization_code" | "refresh_token") {
+            // MCP clients acting for a person (src/oauth/grants/authorization_code.rs).
+            return self.person_token(authorization, &p, grant_type, seen).await;
         }
         let client =
             client_auth::authenticate(&self.auth_env(&registry, now, peer), authorization, &p)
@@ -124,6 +132,7 @@ impl App {
             expires_in: claims.exp - now,
             scope: claims.scope,
             step_up_scope: (!step_up.is_empty()).then(|| step_up.join(" ")),
+            refresh_token: None,
         })
     }
 
@@ -184,11 +193,13 @@ impl App {
         if c.aud != server.resource {
             return Ok(inactive);
         }
-        let Some(agent) = registry.agent(&c.client_id) else {
-            return Ok(inactive);
-        };
-        if agent.status != crate::agents::AgentStatus::Active {
-            return Ok(inactive);
+        let agent = registry.agent(&c.client_id);
+        match agent {
+            Some(a) if a.status != crate::agents::AgentStatus::Active => return Ok(inactive),
+            Some(_) => {}
+            // An MCP client's token for a person: it lives while its grant's session does.
+            None if c.sid.is_some() && c.sub != c.client_id => {}
+            None => return Ok(inactive),
         }
         if !self.backend.healthy() {
             self.metrics.revocation_store_failures.inc();
@@ -198,7 +209,7 @@ impl App {
         if self.replica.covers(&c) {
             return Ok(inactive);
         }
-        Ok(json!({
+        let mut answer = json!({
             "active": true,
             "scope": c.scope,
             "client_id": c.client_id,
@@ -211,9 +222,13 @@ impl App {
             "jti": c.jti,
             "sid": c.sid,
             "token_type": "Bearer",
-            "env": agent.environment,
-            "trust_level": agent.trust_level.as_str(),
-        }))
+            "env": c.env,
+        });
+        if let Some(agent) = agent {
+            answer["env"] = agent.environment.clone().into();
+            answer["trust_level"] = agent.trust_level.as_str().into();
+        }
+        Ok(answer)
     }
 
     /// `POST /revoke` (RFC 7009) by the agent holding the token, or by an admin (`admin_id`).

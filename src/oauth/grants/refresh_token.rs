@@ -1,0 +1,142 @@
+//! `grant_type=refresh_token` (OAuth 2.1 §4.3) for MCP clients acting for a person. Refresh
+//! tokens rotate on every use; presenting a used one revokes the whole family (RFC 9700
+//! §4.14.2) and its session. A refresh never widens scope (RFC 6749 §6) or changes the
+//! resource, and policy is asked again, so a tightened policy narrows the next token.
+use crate::app::App;
+use crate::audit::{Actor, ActorKind, Seen, kinds};
+use crate::clients::store::ClientStore;
+use crate::clients::{OAuthClient, REFRESH_TOKEN_PREFIX};
+use crate::oauth::authorize::scope_set;
+use crate::oauth::{OAuthError, Params, TokenResponse};
+use crate::resources::canonical_resource;
+
+fn store_err(e: impl std::fmt::Display) -> OAuthError {
+    OAuthError::ServerError(e.to_string().into())
+}
+
+impl App {
+    pub(crate) async fn refresh_grant(
+        &self,
+        client: &OAuthClient,
+        p: &Params,
+        seen: &mut Seen,
+    ) -> Result<TokenResponse, OAuthError> {
+        let now = self.clock.now();
+        let store = ClientStore(&self.store);
+        let presented = p.require("refresh_token")?;
+        let unknown = || OAuthError::InvalidGrant("unknown refresh token".into());
+        if !crate::secrets::well_formed(REFRESH_TOKEN_PREFIX, presented) {
+            return Err(unknown());
+        }
+        let row = store
+            .refresh(presented)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(unknown)?;
+        let family = store
+            .family(&row.family_id)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(unknown)?;
+        if family.client_id != client.client_id {
+            return Err(OAuthError::InvalidGrant(
+                "the refresh token was issued to another client".into(),
+            ));
+        }
+        if family.revoked_at.is_some() || self.replica.session_revoked(&family.sid) {
+            return Err(OAuthError::InvalidGrant("the grant was revoked".into()));
+        }
+        if family.expires_at <= now {
+            return Err(OAuthError::InvalidGrant(
+                "the refresh token has expired".into(),
+            ));
+        }
+        if row.used_at.is_some() {
+            self.refresh_reused(&family).await;
+            return Err(OAuthError::InvalidGrant(
+                "the refresh token was already used; the grant is revoked".into(),
+            ));
+        }
+        // Never wider than the grant, never another server.
+        let have = scope_set(&family.scope);
+        let asked = match p.get("scope") {
+            Some(s) => {
+                let want = scope_set(s);
+                if let Some(extra) = want.iter().find(|w| !have.contains(*w)) {
+                    return Err(OAuthError::InvalidScope(
+                        format!("{extra} was not granted; refresh cannot widen scope").into(),
+                    ));
+                }
+                Some(want.into_iter().collect::<Vec<_>>().join(" "))
+            }
+            None => None,
+        };
+        for r in p.all("resource") {
+            if canonical_resource(r).ok().as_deref() != Some(family.resource.as_str()) {
+                return Err(OAuthError::InvalidTarget(
+                    "a refresh token is for the resource it was granted for".into(),
+                ));
+            }
+        }
+        let Some(person) = self.person(&family.human_id).await? else {
+            return Err(OAuthError::InvalidGrant(
+                "the person who made this grant no longer exists".into(),
+            ));
+        };
+        let server = self
+            .registry()
+            .server_by_resource(&family.resource)
+            .cloned()
+            .ok_or_else(|| {
+                OAuthError::InvalidGrant("the MCP server is no longer registered".into())
+            })?;
+        // Policy again, within the grant.
+        let decided = self.person_scopes(
+            client,
+            &server,
+            &person,
+            Some(asked.as_deref().unwrap_or(&family.scope)),
+            None,
+        )?;
+        let granted: Vec<String> = decided
+            .granted
+            .into_iter()
+            .filter(|g| have.contains(g.as_str()))
+            .collect();
+        if granted.is_empty() {
+            return Err(OAuthError::InvalidScope(
+                "policy no longer permits any of the granted scopes".into(),
+            ));
+        }
+        if !store
+            .consume_refresh(&row.token_hash, now)
+            .await
+            .map_err(store_err)?
+        {
+            self.refresh_reused(&family).await;
+            return Err(OAuthError::InvalidGrant(
+                "the refresh token was already used; the grant is revoked".into(),
+            ));
+        }
+        self.issue_in_family(client, &family, &granted.join(" "), seen)
+            .await
+    }
+
+    async fn refresh_reused(&self, family: &crate::clients::store::refresh_family::Model) {
+        let now = self.clock.now();
+        self.revoke_family(family, Actor::system()).await;
+        let ev = self
+            .audit
+            .trail(Actor::new(ActorKind::Client, &family.client_id))
+            .event(kinds::REFRESH_REUSED, now)
+            .subject(family.id.clone())
+            .action("refresh")
+            .decision(crate::audit::Decision::Deny)
+            .detail_str("human", family.human_id.clone())
+            .detail_str("sid", family.sid.clone())
+            .detail_str("resource", family.resource.clone());
+        if self.audit.record(ev).await.is_err() {
+            tracing::warn!("audit log unavailable: refresh token reuse not recorded");
+        }
+    }
+}
