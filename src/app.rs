@@ -47,10 +47,10 @@ pub struct App {
     pub throttle: crate::oauth::throttle::FailureThrottle,
     /// The audit log: this node's stream and its batch writer.
     pub audit: crate::audit::Audit,
-    /// Client ID Metadata Documents fetched and still fresh.
-    pub client_documents: crate::clients::cimd::DocumentCache,
     /// Humans: the WebAuthn relying party, upstream OIDC.
     pub humans: crate::humans::Humans,
+    /// Client ID Metadata Documents fetched and still fresh.
+    pub client_documents: crate::clients::cimd::DocumentCache,
     registry: ArcSwap<Registry>,
     revocations_synced_at: AtomicI64,
 }

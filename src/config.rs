@@ -84,6 +84,15 @@ pub struct Config {
     /// (survives a machine crash, at a large cost in token throughput); by default they are
     /// acknowledged once committed, which survives a Mandate crash (`MANDATE_AUDIT_SYNC_COMMIT`).
     pub audit_sync_commit: bool,
+    /// Browser sessions of humans: absolute lifetime, seconds (`MANDATE_HUMAN_SESSION_LIFETIME_SECS`).
+    pub human_session_lifetime_secs: i64,
+    /// Browser sessions of humans: idle timeout, seconds (`MANDATE_HUMAN_SESSION_IDLE_SECS`).
+    pub human_session_idle_secs: i64,
+    /// Lifetime of an enrolment link printed by `mandate humans invite`, seconds
+    /// (`MANDATE_ENROLMENT_LINK_TTL_SECS`).
+    pub enrolment_link_ttl_secs: i64,
+    /// Sign-in through an upstream OpenID Connect provider; off when absent.
+    pub oidc: Option<OidcConfig>,
     /// Who may register OAuth clients at `POST /register` (RFC 7591): `open`,
     /// `initial_access_token` (an admin API token as the initial access token) or `off`
     /// (`MANDATE_REGISTRATION_POLICY`).
@@ -103,15 +112,6 @@ pub struct Config {
     /// and approves every consent without a page. Refused at start unless Mandate listens on
     /// loopback; logged at WARN on start and on every use (`MANDATE_DEV_AUTO_APPROVE_EMAIL`).
     pub dev_auto_approve_email: Option<String>,
-    /// Browser sessions of humans: absolute lifetime, seconds (`MANDATE_HUMAN_SESSION_LIFETIME_SECS`).
-    pub human_session_lifetime_secs: i64,
-    /// Browser sessions of humans: idle timeout, seconds (`MANDATE_HUMAN_SESSION_IDLE_SECS`).
-    pub human_session_idle_secs: i64,
-    /// Lifetime of an enrolment link printed by `mandate humans invite`, seconds
-    /// (`MANDATE_ENROLMENT_LINK_TTL_SECS`).
-    pub enrolment_link_ttl_secs: i64,
-    /// Sign-in through an upstream OpenID Connect provider; off when absent.
-    pub oidc: Option<OidcConfig>,
 }
 
 /// `[oidc]`: sign-in through an upstream OpenID Connect provider (Entra, Okta, Keycloak,
@@ -196,16 +196,16 @@ impl Default for Config {
             audit_retention_days: 365,
             audit_sync_commit: false,
             policy_utc_offset_minutes: 0,
+            human_session_lifetime_secs: 43_200,
+            human_session_idle_secs: 3_600,
+            enrolment_link_ttl_secs: 86_400,
+            oidc: None,
             registration_policy: "initial_access_token".into(),
             authorization_code_ttl_secs: 60,
             refresh_token_lifetime_secs: 30 * 86_400,
             cimd_fetch_timeout_ms: 3000,
             dev_allow_loopback_clients: false,
             dev_auto_approve_email: None,
-            human_session_lifetime_secs: 43_200,
-            human_session_idle_secs: 3_600,
-            enrolment_link_ttl_secs: 86_400,
-            oidc: None,
         }
     }
 }
@@ -326,29 +326,6 @@ impl Config {
         if let Some(issuer) = &self.issuer {
             crate::resources::validate_issuer(issuer).map_err(ConfigError::Invalid)?;
         }
-        if crate::clients::dcr::RegistrationPolicy::parse(&self.registration_policy).is_none() {
-            return Err(ConfigError::Invalid(
-                "registration_policy must be open, initial_access_token or off".into(),
-            ));
-        }
-        if !(10..=600).contains(&self.authorization_code_ttl_secs) {
-            return Err(ConfigError::Invalid(
-                "authorization_code_ttl_secs must be between 10 and 600".into(),
-            ));
-        }
-        if self.refresh_token_lifetime_secs < 60 {
-            return Err(ConfigError::Invalid(
-                "refresh_token_lifetime_secs must be at least 60".into(),
-            ));
-        }
-        let loopback = self.listen.ip().is_loopback();
-        if (self.dev_allow_loopback_clients || self.dev_auto_approve_email.is_some()) && !loopback {
-            return Err(ConfigError::Invalid(
-                "dev_allow_loopback_clients and dev_auto_approve_email are for development: \
-                 they need a loopback listen address"
-                    .into(),
-            ));
-        }
         if self.human_session_idle_secs < 60
             || self.human_session_lifetime_secs < self.human_session_idle_secs
             || self.enrolment_link_ttl_secs < 60
@@ -374,6 +351,29 @@ impl Config {
                     "oidc.auto_create needs oidc.allowed_domains".into(),
                 ));
             }
+        }
+        if crate::clients::dcr::RegistrationPolicy::parse(&self.registration_policy).is_none() {
+            return Err(ConfigError::Invalid(
+                "registration_policy must be open, initial_access_token or off".into(),
+            ));
+        }
+        if !(10..=600).contains(&self.authorization_code_ttl_secs) {
+            return Err(ConfigError::Invalid(
+                "authorization_code_ttl_secs must be between 10 and 600".into(),
+            ));
+        }
+        if self.refresh_token_lifetime_secs < 60 {
+            return Err(ConfigError::Invalid(
+                "refresh_token_lifetime_secs must be at least 60".into(),
+            ));
+        }
+        let loopback = self.listen.ip().is_loopback();
+        if (self.dev_allow_loopback_clients || self.dev_auto_approve_email.is_some()) && !loopback {
+            return Err(ConfigError::Invalid(
+                "dev_allow_loopback_clients and dev_auto_approve_email are for development: \
+                 they need a loopback listen address"
+                    .into(),
+            ));
         }
         Ok(())
     }

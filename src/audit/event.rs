@@ -47,13 +47,6 @@ pub mod kinds {
     pub const AUDIT_PRUNED: Kind = Kind("audit.pruned");
     pub const AGENT_KILLED: Kind = Kind("agent.killed");
     pub const SESSION_STARTED: Kind = Kind("session.started");
-    pub const CODE_ISSUED: Kind = Kind("authorization_code.issued");
-    pub const CODE_REPLAYED: Kind = Kind("authorization_code.replayed");
-    pub const REFRESH_REUSED: Kind = Kind("refresh_token.reused");
-    pub const CONSENT_GRANTED: Kind = Kind("consent.granted");
-    pub const CONSENT_REVOKED: Kind = Kind("consent.revoked");
-    pub const CLIENT_REGISTERED: Kind = Kind("client.registered");
-    pub const CLIENT_DELETED: Kind = Kind("client.deleted");
     pub const HUMAN_CREATED: Kind = Kind("human.created");
     pub const HUMAN_UPDATED: Kind = Kind("human.updated");
     pub const HUMAN_DISABLED: Kind = Kind("human.disabled");
@@ -64,6 +57,13 @@ pub mod kinds {
     pub const HUMAN_SIGN_IN_FAILED: Kind = Kind("human.sign_in_failed");
     pub const HUMAN_SIGNED_OUT: Kind = Kind("human.signed_out");
     pub const HUMAN_SESSIONS_REVOKED: Kind = Kind("human.sessions_revoked");
+    pub const CODE_ISSUED: Kind = Kind("authorization_code.issued");
+    pub const CODE_REPLAYED: Kind = Kind("authorization_code.replayed");
+    pub const REFRESH_REUSED: Kind = Kind("refresh_token.reused");
+    pub const CONSENT_GRANTED: Kind = Kind("consent.granted");
+    pub const CONSENT_REVOKED: Kind = Kind("consent.revoked");
+    pub const CLIENT_REGISTERED: Kind = Kind("client.registered");
+    pub const CLIENT_DELETED: Kind = Kind("client.deleted");
 
     /// The kinds a query may filter on.
     pub const ALL: &[Kind] = &[
@@ -84,13 +84,6 @@ pub mod kinds {
         KEY_ADDED,
         ADMIN_TOKEN_CREATED,
         AUDIT_PRUNED,
-        CODE_ISSUED,
-        CODE_REPLAYED,
-        REFRESH_REUSED,
-        CONSENT_GRANTED,
-        CONSENT_REVOKED,
-        CLIENT_REGISTERED,
-        CLIENT_DELETED,
         HUMAN_CREATED,
         HUMAN_UPDATED,
         HUMAN_DISABLED,
@@ -101,6 +94,13 @@ pub mod kinds {
         HUMAN_SIGN_IN_FAILED,
         HUMAN_SIGNED_OUT,
         HUMAN_SESSIONS_REVOKED,
+        CODE_ISSUED,
+        CODE_REPLAYED,
+        REFRESH_REUSED,
+        CONSENT_GRANTED,
+        CONSENT_REVOKED,
+        CLIENT_REGISTERED,
+        CLIENT_DELETED,
     ];
 }
 

@@ -34,8 +34,8 @@ pub fn router(state: AppState) -> Router {
             "/admin/v1",
             admin::routes(state.config.max_body_bytes)
                 .merge(policy_admin::routes())
-                .merge(authorize::admin_routes())
-                .merge(humans_admin::routes()),
+                .merge(humans_admin::routes())
+                .merge(authorize::admin_routes()),
         )
         .merge(audit::routes())
         .merge(web::routes())

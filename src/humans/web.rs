@@ -225,7 +225,7 @@ pub async fn list_sessions(
         .collect())
 }
 
-/// Ends every live browser session of a person; returns how many.
+/// Ends every browser session of a person not yet past its absolute expiry; returns how many.
 pub async fn revoke_sessions(
     store: &crate::store::Store,
     trail: &crate::audit::Trail,
@@ -237,6 +237,7 @@ pub async fn revoke_sessions(
         .col_expr(human_session::Column::EndedAt, Expr::value(now))
         .filter(human_session::Column::HumanId.eq(human_id))
         .filter(human_session::Column::EndedAt.is_null())
+        .filter(human_session::Column::ExpiresAt.gt(now))
         .exec(&tx)
         .await?;
     trail

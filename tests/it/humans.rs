@@ -666,6 +666,7 @@ async fn sessions_time_out_and_are_revocable(h: H) -> H {
 
     // Revocation through the admin API ends every session of the person.
     let token = app.admin().create_admin_token("t").await.unwrap();
+    app.refresh_registry(true).await.unwrap();
     let s1 = sid_of(
         humans::web::start_session(&state, &ada.id, "passkey")
             .await
@@ -740,6 +741,7 @@ humans_test!(sessions_time_out_and_are_revocable);
 /// The admin API: invite (with the link), list, show, passkeys; unauthenticated refused.
 async fn admin_api_invites_and_lists(h: H) -> H {
     let token = h.app().admin().create_admin_token("t").await.unwrap();
+    h.app().refresh_registry(true).await.unwrap();
     let url = |p: &str| format!("{}/admin/v1{p}", h.base);
     let r = browser().get(url("/humans")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
