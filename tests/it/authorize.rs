@@ -801,3 +801,48 @@ fn dev_modes_are_refused_off_loopback() {
         );
     }
 }
+
+async fn the_flow_is_audited(h: H) -> H {
+    let s = setup(&h).await;
+    let (code, verifier) = code_for(&h, &s, &[]).await;
+    let t = redeem(&h, &s.client, &code, &verifier, &[]).await;
+    let rt = t.body["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        redeem(&h, &s.client, &code, &verifier, &[]).await.status,
+        400
+    );
+    let (code, verifier) = code_for(&h, &s, &[]).await;
+    let t = redeem(&h, &s.client, &code, &verifier, &[]).await;
+    let rt2 = t.body["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(refresh(&h, &s.client, &rt2, &[]).await.status, 200);
+    assert_eq!(refresh(&h, &s.client, &rt2, &[]).await.status, 400);
+    let _ = rt;
+    let admin = h.app().admin().create_admin_token("reader").await.unwrap();
+    h.app().refresh_registry(true).await.unwrap();
+    let count = |kind: &'static str| {
+        let req = h
+            .http
+            .get(h.url(&format!("/admin/v1/audit?type={kind}")))
+            .bearer_auth(&admin);
+        async move {
+            let r = Resp::from(req.send().await.unwrap()).await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            r.body["events"].as_array().unwrap().clone()
+        }
+    };
+    assert_eq!(count("consent.granted").await.len(), 1);
+    assert_eq!(count("authorization_code.issued").await.len(), 2);
+    assert_eq!(count("authorization_code.replayed").await.len(), 1);
+    assert_eq!(count("refresh_token.reused").await.len(), 1);
+    assert_eq!(count("client.registered").await.len(), 1);
+    let issued = count("token.issued").await;
+    assert_eq!(issued.len(), 3, "two codes and one refresh");
+    let text = serde_json::to_string(&issued).unwrap();
+    assert!(text.contains("authorization_code") && text.contains("refresh_token"));
+    assert!(text.contains(&s.human), "the person is recorded");
+    assert!(!text.contains(&rt2), "no refresh token in the audit log");
+    let refused = count("token.refused").await;
+    assert!(refused.len() >= 2, "{refused:?}");
+    h
+}
+open_both!(the_flow_is_audited);
