@@ -846,3 +846,22 @@ async fn the_flow_is_audited(h: H) -> H {
     h
 }
 open_both!(the_flow_is_audited);
+
+async fn refresh_may_narrow_a_class_scope_to_its_tools(h: H) -> H {
+    let s = setup(&h).await;
+    let (code, verifier) = code_for(&h, &s, &[("scope", "tools:read")]).await;
+    let t = redeem(&h, &s.client, &code, &verifier, &[]).await;
+    assert_eq!(t.body["scope"], "tools:read");
+    let rt = t.body["refresh_token"].as_str().unwrap().to_string();
+    let r = refresh(&h, &s.client, &rt, &[("scope", "tools:edit")]).await;
+    assert_eq!(
+        r.error(),
+        "invalid_scope",
+        "a write tool is outside tools:read"
+    );
+    let r = refresh(&h, &s.client, &rt, &[("scope", "tools:search")]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["scope"], "tools:search");
+    h
+}
+open_both!(refresh_may_narrow_a_class_scope_to_its_tools);

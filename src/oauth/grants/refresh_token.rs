@@ -57,12 +57,32 @@ impl App {
                 "the refresh token was already used; the grant is revoked".into(),
             ));
         }
-        // Never wider than the grant, never another server.
+        for r in p.all("resource") {
+            if canonical_resource(r).ok().as_deref() != Some(family.resource.as_str()) {
+                return Err(OAuthError::InvalidTarget(
+                    "a refresh token is for the resource it was granted for".into(),
+                ));
+            }
+        }
+        let server = self
+            .registry()
+            .server_by_resource(&family.resource)
+            .cloned()
+            .ok_or_else(|| {
+                OAuthError::InvalidGrant("the MCP server is no longer registered".into())
+            })?;
+        // Never wider than the grant: each scope asked is granted, or a tool of a class granted.
         let have = scope_set(&family.scope);
+        let covered = |w: &str| {
+            have.contains(w)
+                || w.strip_prefix("tools:")
+                    .and_then(|n| server.tools.get(n))
+                    .is_some_and(|t| have.contains(format!("tools:{}", t.class.as_str()).as_str()))
+        };
         let asked = match p.get("scope") {
             Some(s) => {
                 let want = scope_set(s);
-                if let Some(extra) = want.iter().find(|w| !have.contains(*w)) {
+                if let Some(extra) = want.iter().find(|w| !covered(w)) {
                     return Err(OAuthError::InvalidScope(
                         format!("{extra} was not granted; refresh cannot widen scope").into(),
                     ));
@@ -71,38 +91,21 @@ impl App {
             }
             None => None,
         };
-        for r in p.all("resource") {
-            if canonical_resource(r).ok().as_deref() != Some(family.resource.as_str()) {
-                return Err(OAuthError::InvalidTarget(
-                    "a refresh token is for the resource it was granted for".into(),
-                ));
-            }
-        }
         let Some(person) = self.person(&family.human_id).await? else {
             return Err(OAuthError::InvalidGrant(
                 "the person who made this grant no longer exists".into(),
             ));
         };
-        let server = self
-            .registry()
-            .server_by_resource(&family.resource)
-            .cloned()
-            .ok_or_else(|| {
-                OAuthError::InvalidGrant("the MCP server is no longer registered".into())
-            })?;
-        // Policy again, within the grant.
-        let decided = self.person_scopes(
-            client,
-            &server,
-            &person,
-            Some(asked.as_deref().unwrap_or(&family.scope)),
-            None,
-        )?;
-        let granted: Vec<String> = decided
-            .granted
-            .into_iter()
-            .filter(|g| have.contains(g.as_str()))
-            .collect();
+        // Policy again, within what is asked (itself within the grant).
+        let granted = self
+            .person_scopes(
+                client,
+                &server,
+                &person,
+                Some(asked.as_deref().unwrap_or(&family.scope)),
+                None,
+            )?
+            .granted;
         if granted.is_empty() {
             return Err(OAuthError::InvalidScope(
                 "policy no longer permits any of the granted scopes".into(),
