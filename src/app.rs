@@ -255,6 +255,12 @@ impl App {
                     if let Err(e) = app.store.prune_revocations(now).await {
                         tracing::warn!(error = %e, "pruning revocations failed");
                     }
+                    if let Err(e) = crate::clients::store::ClientStore(&app.store)
+                        .prune_codes(now)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "pruning authorization codes failed");
+                    }
                 }
             }
         }));

@@ -242,6 +242,13 @@ impl App {
         let p = Params::parse(body)?;
         let now = self.clock.now();
         let registry = self.registry();
+        if admin_id.is_none()
+            && grants::refresh_token::presented_client_id(authorization, &p)
+                .is_some_and(|id| grants::refresh_token::is_person_client(&id))
+        {
+            // An MCP client acting for a person (src/oauth/grants/refresh_token.rs).
+            return self.revoke_by_person_client(authorization, &p).await;
+        }
         let caller = match admin_id {
             Some(_) => None,
             None => {

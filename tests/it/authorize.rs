@@ -865,3 +865,58 @@ async fn refresh_may_narrow_a_class_scope_to_its_tools(h: H) -> H {
     h
 }
 open_both!(refresh_may_narrow_a_class_scope_to_its_tools);
+
+async fn clients_revoke_their_own_tokens(h: H) -> H {
+    let s = setup(&h).await;
+    let other = public_client(&h).await;
+    let (code, verifier) = code_for(&h, &s, &[]).await;
+    let t = redeem(&h, &s.client, &code, &verifier, &[]).await;
+    let at = t.access_token();
+    let rt = t.body["refresh_token"].as_str().unwrap().to_string();
+    // Another client may not revoke them.
+    let r = h
+        .post("/revoke", None, &[("client_id", &other), ("token", &rt)])
+        .await;
+    assert_eq!(r.error(), "unauthorized_client");
+    let r = h
+        .post("/revoke", None, &[("client_id", &other), ("token", &at)])
+        .await;
+    assert_eq!(r.error(), "unauthorized_client");
+    // Revoking the access token: inactive; the grant goes on.
+    let r = h
+        .post("/revoke", None, &[("client_id", &s.client), ("token", &at)])
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let v = h.introspect((&s.server.0, &s.server.1), &at).await;
+    assert_eq!(v["active"], false);
+    let r2 = refresh(&h, &s.client, &rt, &[]).await;
+    assert_eq!(r2.status, 200);
+    let at2 = r2.access_token();
+    let rt2 = r2.body["refresh_token"].as_str().unwrap().to_string();
+    // Revoking the refresh token ends the grant, access tokens included (RFC 7009 §2.1).
+    let r = h
+        .post(
+            "/revoke",
+            None,
+            &[("client_id", &s.client), ("token", &rt2)],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        refresh(&h, &s.client, &rt2, &[]).await.error(),
+        "invalid_grant"
+    );
+    let v = h.introspect((&s.server.0, &s.server.1), &at2).await;
+    assert_eq!(v["active"], false);
+    // Unknown tokens are a success (RFC 7009 §2.2).
+    let r = h
+        .post(
+            "/revoke",
+            None,
+            &[("client_id", &s.client), ("token", "nonsense")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    h
+}
+open_both!(clients_revoke_their_own_tokens);

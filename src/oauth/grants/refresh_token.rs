@@ -143,3 +143,87 @@ impl App {
         }
     }
 }
+
+/// The client id a request presents (body `client_id`, or the id of Basic credentials).
+pub fn presented_client_id(authorization: Option<&str>, p: &Params) -> Option<String> {
+    use base64::Engine;
+    if let Some(id) = p.get("client_id") {
+        return Some(id.to_string());
+    }
+    let (scheme, rest) = authorization?.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (id, _) = text.split_once(':')?;
+    let pair = format!("{id}=");
+    url::form_urlencoded::parse(pair.as_bytes())
+        .next()
+        .map(|(k, _)| k.into_owned())
+}
+
+/// Whether `client_id` names an MCP client acting for a person (registered or CIMD).
+pub fn is_person_client(client_id: &str) -> bool {
+    client_id.starts_with(crate::clients::CLIENT_ID_PREFIX)
+        || crate::clients::cimd::looks_like_url(client_id)
+}
+
+impl App {
+    /// `POST /revoke` (RFC 7009) by an MCP client acting for a person: a refresh token ends
+    /// its whole grant (§2.1: and the access tokens issued in it); an access token is revoked
+    /// by its `jti`. Tokens of other clients are refused; unknown ones are a success.
+    pub async fn revoke_by_person_client(
+        &self,
+        authorization: Option<&str>,
+        p: &Params,
+    ) -> Result<(), OAuthError> {
+        let client = self.authenticate_person_client(authorization, p).await?;
+        let token = p.require("token")?;
+        let now = self.clock.now();
+        let by = Actor::new(ActorKind::Client, &client.client_id);
+        if crate::secrets::well_formed(REFRESH_TOKEN_PREFIX, token) {
+            let store = ClientStore(&self.store);
+            let Some(row) = store.refresh(token).await.map_err(store_err)? else {
+                return Ok(());
+            };
+            let Some(family) = store.family(&row.family_id).await.map_err(store_err)? else {
+                return Ok(());
+            };
+            if family.client_id != client.client_id {
+                return Err(OAuthError::UnauthorizedClient(
+                    "the token was not issued to this client".into(),
+                ));
+            }
+            self.revoke_family(&family, by).await;
+            return Ok(());
+        }
+        let registry = self.registry();
+        let Ok(c) = crate::tokens::verify(
+            token,
+            &registry.keys,
+            &self.issuer,
+            now,
+            self.config.access_token_ttl_secs,
+        ) else {
+            return Ok(());
+        };
+        if c.client_id != client.client_id {
+            return Err(OAuthError::UnauthorizedClient(
+                "the token was not issued to this client".into(),
+            ));
+        }
+        self.revoke_kind(
+            by,
+            crate::sessions::Kind::Jti,
+            &c.jti,
+            Some(&c.client_id),
+            Some(c.exp),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable".into()))
+    }
+}
