@@ -51,6 +51,8 @@ pub struct App {
     pub trust: crate::oauth::trust::Trust,
     /// Humans: the WebAuthn relying party, upstream OIDC.
     pub humans: crate::humans::Humans,
+    /// Client ID Metadata Documents fetched and still fresh.
+    pub client_documents: crate::clients::cimd::DocumentCache,
     registry: ArcSwap<Registry>,
     revocations_synced_at: AtomicI64,
 }
@@ -121,6 +123,19 @@ impl App {
             }
             None => tracing::info!("sessions and revocation: in-process (no redis_url)"),
         }
+        if let Some(email) = &config.dev_auto_approve_email {
+            tracing::warn!(
+                email,
+                "DEVELOPMENT MODE: dev_auto_approve_email is set: /authorize signs this person in \
+                 and approves every consent without asking; never use this in production"
+            );
+        }
+        if config.dev_allow_loopback_clients {
+            tracing::warn!(
+                "DEVELOPMENT MODE: dev_allow_loopback_clients is set: client metadata documents \
+                 are fetched from loopback addresses"
+            );
+        }
         let backend: Arc<dyn Backend> = match &redis {
             Some(r) => r.clone(),
             None => Arc::new(MemoryBackend::default()),
@@ -145,6 +160,7 @@ impl App {
             throttle: Default::default(),
             audit,
             trust,
+            client_documents: Default::default(),
             registry: ArcSwap::from_pointee(registry),
             revocations_synced_at: AtomicI64::new(i64::MIN),
         });
@@ -259,6 +275,12 @@ impl App {
                     pruned_at = now;
                     if let Err(e) = app.store.prune_revocations(now).await {
                         tracing::warn!(error = %e, "pruning revocations failed");
+                    }
+                    if let Err(e) = crate::clients::store::ClientStore(&app.store)
+                        .prune_codes(now)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "pruning authorization codes failed");
                     }
                 }
             }

@@ -99,6 +99,25 @@ pub struct Config {
     pub enrolment_link_ttl_secs: i64,
     /// Sign-in through an upstream OpenID Connect provider; off when absent.
     pub oidc: Option<OidcConfig>,
+    /// Who may register OAuth clients at `POST /register` (RFC 7591): `open`,
+    /// `initial_access_token` (an admin API token as the initial access token) or `off`
+    /// (`MANDATE_REGISTRATION_POLICY`).
+    pub registration_policy: String,
+    /// Lifetime of an authorization code, seconds (`MANDATE_AUTHORIZATION_CODE_TTL_SECS`).
+    pub authorization_code_ttl_secs: i64,
+    /// Absolute lifetime of a refresh token family (one person's grant to one client),
+    /// seconds (`MANDATE_REFRESH_TOKEN_LIFETIME_SECS`).
+    pub refresh_token_lifetime_secs: i64,
+    /// Timeout of a Client ID Metadata Document fetch, milliseconds
+    /// (`MANDATE_CIMD_FETCH_TIMEOUT_MS`).
+    pub cimd_fetch_timeout_ms: u64,
+    /// Development only: metadata documents on loopback addresses (over http) are fetched.
+    /// Refused at start unless Mandate listens on loopback (`MANDATE_DEV_ALLOW_LOOPBACK_CLIENTS`).
+    pub dev_allow_loopback_clients: bool,
+    /// Development only (conformance runs): `/authorize` signs this person in (creating them)
+    /// and approves every consent without a page. Refused at start unless Mandate listens on
+    /// loopback; logged at WARN on start and on every use (`MANDATE_DEV_AUTO_APPROVE_EMAIL`).
+    pub dev_auto_approve_email: Option<String>,
 }
 
 /// `[oidc]`: sign-in through an upstream OpenID Connect provider (Entra, Okta, Keycloak,
@@ -189,6 +208,12 @@ impl Default for Config {
             human_session_idle_secs: 3_600,
             enrolment_link_ttl_secs: 86_400,
             oidc: None,
+            registration_policy: "initial_access_token".into(),
+            authorization_code_ttl_secs: 60,
+            refresh_token_lifetime_secs: 30 * 86_400,
+            cimd_fetch_timeout_ms: 3000,
+            dev_allow_loopback_clients: false,
+            dev_auto_approve_email: None,
         }
     }
 }
@@ -266,6 +291,7 @@ impl Config {
                     "redis_url",
                     "audit_node",
                     "audit_sink",
+                    "dev_auto_approve_email",
                 ]
                 .map(String::from),
             )
@@ -339,6 +365,29 @@ impl Config {
                     "oidc.auto_create needs oidc.allowed_domains".into(),
                 ));
             }
+        }
+        if crate::clients::dcr::RegistrationPolicy::parse(&self.registration_policy).is_none() {
+            return Err(ConfigError::Invalid(
+                "registration_policy must be open, initial_access_token or off".into(),
+            ));
+        }
+        if !(10..=600).contains(&self.authorization_code_ttl_secs) {
+            return Err(ConfigError::Invalid(
+                "authorization_code_ttl_secs must be between 10 and 600".into(),
+            ));
+        }
+        if self.refresh_token_lifetime_secs < 60 {
+            return Err(ConfigError::Invalid(
+                "refresh_token_lifetime_secs must be at least 60".into(),
+            ));
+        }
+        let loopback = self.listen.ip().is_loopback();
+        if (self.dev_allow_loopback_clients || self.dev_auto_approve_email.is_some()) && !loopback {
+            return Err(ConfigError::Invalid(
+                "dev_allow_loopback_clients and dev_auto_approve_email are for development: \
+                 they need a loopback listen address"
+                    .into(),
+            ));
         }
         Ok(())
     }

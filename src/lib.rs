@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod app;
 pub mod audit;
+pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod http;

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod consents_cli;
 mod humans_cli;
 mod policies_cli;
 use policies_cli::PoliciesCmd;
@@ -70,6 +71,9 @@ enum Command {
     /// Agent sessions.
     #[command(subcommand)]
     Sessions(SessionsCmd),
+    /// Consents people gave MCP clients (authorization code flow).
+    #[command(subcommand)]
+    Consents(consents_cli::ConsentsCmd),
     /// Cedar policies: what agents may do, versioned.
     #[command(subcommand)]
     Policies(PoliciesCmd),
@@ -378,6 +382,7 @@ async fn run(cli: Cli, cfg: Config) -> Result<()> {
         }
         Command::Servers(c) => servers(c, &cfg, clock.now()).await,
         Command::Sessions(c) => sessions(c, cfg).await,
+        Command::Consents(c) => consents_cli::consents(c, server_side(cfg).await?).await,
         Command::Policies(c) => policies_cli::policies(c, &cfg, clock.now()).await,
         Command::Revoke { kind, value, out } => {
             let app = server_side(cfg).await?;

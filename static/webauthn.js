@@ -134,4 +134,5 @@ document.addEventListener("DOMContentLoaded", () => {
     const t = Number(el.dataset.epoch);
     if (t) el.textContent = new Date(t * 1000).toLocaleString();
   });
+  document.documentElement.dataset.passkeysReady = "1";
 });

@@ -59,6 +59,13 @@ pub mod kinds {
     pub const HUMAN_SIGN_IN_FAILED: Kind = Kind("human.sign_in_failed");
     pub const HUMAN_SIGNED_OUT: Kind = Kind("human.signed_out");
     pub const HUMAN_SESSIONS_REVOKED: Kind = Kind("human.sessions_revoked");
+    pub const CODE_ISSUED: Kind = Kind("authorization_code.issued");
+    pub const CODE_REPLAYED: Kind = Kind("authorization_code.replayed");
+    pub const REFRESH_REUSED: Kind = Kind("refresh_token.reused");
+    pub const CONSENT_GRANTED: Kind = Kind("consent.granted");
+    pub const CONSENT_REVOKED: Kind = Kind("consent.revoked");
+    pub const CLIENT_REGISTERED: Kind = Kind("client.registered");
+    pub const CLIENT_DELETED: Kind = Kind("client.deleted");
 
     /// The kinds a query may filter on.
     pub const ALL: &[Kind] = &[
@@ -91,6 +98,13 @@ pub mod kinds {
         HUMAN_SIGN_IN_FAILED,
         HUMAN_SIGNED_OUT,
         HUMAN_SESSIONS_REVOKED,
+        CODE_ISSUED,
+        CODE_REPLAYED,
+        REFRESH_REUSED,
+        CONSENT_GRANTED,
+        CONSENT_REVOKED,
+        CLIENT_REGISTERED,
+        CLIENT_DELETED,
     ];
 }
 
@@ -111,6 +125,8 @@ pub enum ActorKind {
     System,
     /// A caller whose credentials did not verify.
     Anonymous,
+    /// An OAuth client acting for a person (an MCP client: authorization code flow).
+    Client,
 }
 
 impl ActorKind {
@@ -123,6 +139,7 @@ impl ActorKind {
             Self::Cli => "cli",
             Self::System => "system",
             Self::Anonymous => "anonymous",
+            Self::Client => "client",
         }
     }
 }

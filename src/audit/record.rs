@@ -33,6 +33,10 @@ pub struct Seen {
     /// Delegation facts for token exchange and jwt-bearer events (subject, actors, assertion
     /// issuer and jti; never a token).
     pub delegation: Vec<(&'static str, String)>,
+    /// The OAuth client acting for a person (authorization code and refresh grants).
+    pub client: Option<String>,
+    /// The person a token was issued for.
+    pub human: Option<String>,
 }
 
 impl Seen {
@@ -104,10 +108,18 @@ impl Audit {
         mut seen: Seen,
         result: Result<TokenResponse, OAuthError>,
     ) -> Result<TokenResponse, OAuthError> {
-        let actor = match (&seen.caller_server, &seen.agent, &seen.claimed) {
-            (Some(s), _, _) => Actor::new(ActorKind::Server, s.id.clone()),
-            (None, Some(a), _) => Actor::new(ActorKind::Agent, a.id.clone()),
-            (None, None, c) => Actor::new(ActorKind::Anonymous, c.clone().unwrap_or_default()),
+        let actor = match (
+            &seen.caller_server,
+            &seen.agent,
+            &seen.client,
+            &seen.claimed,
+        ) {
+            (Some(s), _, _, _) => Actor::new(ActorKind::Server, s.id.clone()),
+            (None, Some(a), _, _) => Actor::new(ActorKind::Agent, a.id.clone()),
+            (None, None, Some(c), _) => Actor::new(ActorKind::Client, c.clone()),
+            (None, None, None, c) => {
+                Actor::new(ActorKind::Anonymous, c.clone().unwrap_or_default())
+            }
         };
         let kind = if result.is_ok() {
             kinds::TOKEN_ISSUED
@@ -131,6 +143,9 @@ impl Audit {
                 ev = ev
                     .decision(Decision::Permit)
                     .detail_str("grant_type", r.grant_type);
+                if let Some(h) = &seen.human {
+                    ev = ev.detail_str("human", h.clone());
+                }
                 ev.subject = seen.jti;
                 if let Some(s) = &seen.server {
                     ev = ev.detail_str("resource", s.resource.clone());

@@ -33,6 +33,12 @@ pub fn document(app: &crate::app::App) -> Value {
         "client_secret_post",
         "private_key_jwt",
     ];
+    let token_methods = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "none",
+    ];
     let mut doc = json!({
         "issuer": iss,
         "authorization_endpoint": format!("{iss}/authorize"),
@@ -41,8 +47,13 @@ pub fn document(app: &crate::app::App) -> Value {
         "introspection_endpoint": format!("{iss}/introspect"),
         "revocation_endpoint": format!("{iss}/revoke"),
         "grant_types_supported": crate::oauth::GRANT_TYPES,
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": all_methods,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+        "client_id_metadata_document_supported": true,
+        "prompt_values_supported": ["none", "consent"],
+        "token_endpoint_auth_methods_supported": token_methods,
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "introspection_endpoint_auth_methods_supported": secret_methods,
         "revocation_endpoint_auth_methods_supported": all_methods,
@@ -58,6 +69,9 @@ pub fn document(app: &crate::app::App) -> Value {
         // ID-JAG draft §7.2: only when an identity provider is trusted to issue them.
         doc["authorization_grant_profiles_supported"] =
             json!([crate::oauth::grants::jwt_bearer::ID_JAG_PROFILE]);
+    }
+    if app.registration_policy() != crate::clients::dcr::RegistrationPolicy::Off {
+        doc["registration_endpoint"] = format!("{iss}/register").into();
     }
     doc
 }

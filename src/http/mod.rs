@@ -1,6 +1,7 @@
 //! HTTP: routers, extractors and the one place where errors become responses.
 mod admin;
 mod audit;
+mod authorize;
 mod authzen;
 mod humans_admin;
 mod metadata;
@@ -25,6 +26,7 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.request_timeout_secs.max(1));
     Router::new()
         .merge(oauth::routes())
+        .merge(authorize::routes())
         .merge(metadata::routes())
         .merge(ops::routes())
         .merge(authzen::routes())
@@ -32,7 +34,8 @@ pub fn router(state: AppState) -> Router {
             "/admin/v1",
             admin::routes(state.config.max_body_bytes)
                 .merge(policy_admin::routes())
-                .merge(humans_admin::routes()),
+                .merge(humans_admin::routes())
+                .merge(authorize::admin_routes()),
         )
         .merge(audit::routes())
         .merge(web::routes())
@@ -50,7 +53,8 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
         Some("/token") => "token",
         Some("/introspect") => "introspect",
         Some("/revoke") => "revoke",
-        Some("/authorize") => "authorize",
+        Some("/authorize" | "/authorize/consent") => "authorize",
+        Some("/register" | "/register/{client_id}") => "register",
         Some("/jwks.json") => "jwks",
         Some("/.well-known/oauth-authorization-server") => "as_metadata",
         Some("/.well-known/openid-configuration") => "openid_configuration",

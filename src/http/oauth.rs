@@ -7,14 +7,13 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/token", post(token))
         .route("/introspect", post(introspect))
         .route("/revoke", post(revoke))
-        .route("/authorize", get(authorize).post(authorize))
 }
 
 async fn token(
@@ -140,11 +139,4 @@ async fn revoke(
 /// The caller's `X-Request-Id`, for the audit record.
 fn request_id(headers: &HeaderMap) -> Option<String> {
     crate::audit::record::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok()))
-}
-
-/// The authorization endpoint is published because MCP clients require the metadata member
-/// (RFC 8414 §2 lets it be absent, but the MCP SDKs do not); until the code flow lands it
-/// supports no response type, and never redirects (RFC 6749 §4.1.2.1: no verified redirect URI).
-async fn authorize() -> Response {
-    ErrorResponse(crate::oauth::OAuthError::UnsupportedResponseType).into_response()
 }

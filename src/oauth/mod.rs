@@ -1,5 +1,6 @@
 //! The protocol core: request parsing, client authentication, grants, introspection and
 //! revocation. Plain Rust: no axum, no sea-orm types.
+pub mod authorize;
 pub mod client_auth;
 mod error;
 pub mod grants;
@@ -31,6 +32,9 @@ pub struct TokenResponse {
     /// RFC 8693 §2.2.1: the type of the issued token (token exchange only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_token_type: Option<&'static str>,
+    /// A rotating refresh token (authorization code and refresh grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     /// The grant that issued it (for metrics and audit; not sent).
     #[serde(skip)]
     pub grant_type: &'static str,
@@ -39,6 +43,8 @@ pub struct TokenResponse {
 /// Grant types `/token` accepts.
 pub const GRANT_TYPES: &[&str] = &[
     "client_credentials",
+    "authorization_code",
+    "refresh_token",
     grants::token_exchange::GRANT_TYPE,
     grants::jwt_bearer::GRANT_TYPE,
 ];
@@ -80,6 +86,10 @@ impl App {
             }
             grants::jwt_bearer::GRANT_TYPE => {
                 return self.jwt_bearer(peer, authorization, &p, seen).await;
+            }
+            // MCP clients acting for a person (src/oauth/grants/authorization_code.rs).
+            "authorization_code" | "refresh_token" => {
+                return self.person_token(authorization, &p, grant_type, seen).await;
             }
             _ => {}
         }
@@ -146,6 +156,7 @@ impl App {
             scope: claims.scope,
             step_up_scope: (!step_up.is_empty()).then(|| step_up.join(" ")),
             issued_token_type: None,
+            refresh_token: None,
             grant_type: "client_credentials",
         })
     }
@@ -207,11 +218,13 @@ impl App {
         if c.aud != server.resource {
             return Ok(inactive);
         }
-        let Some(agent) = registry.agent(&c.client_id) else {
-            return Ok(inactive);
-        };
-        if agent.status != crate::agents::AgentStatus::Active {
-            return Ok(inactive);
+        let agent = registry.agent(&c.client_id);
+        match agent {
+            Some(a) if a.status != crate::agents::AgentStatus::Active => return Ok(inactive),
+            Some(_) => {}
+            // An MCP client's token for a person: it lives while its grant's session does.
+            None if c.sid.is_some() && c.sub != c.client_id => {}
+            None => return Ok(inactive),
         }
         if !self.backend.healthy() {
             self.metrics.revocation_store_failures.inc();
@@ -236,9 +249,12 @@ impl App {
             "jti": c.jti,
             "sid": c.sid,
             "token_type": "Bearer",
-            "env": agent.environment,
-            "trust_level": agent.trust_level.as_str(),
+            "env": c.env,
         });
+        if let Some(agent) = agent {
+            answer["env"] = agent.environment.clone().into();
+            answer["trust_level"] = agent.trust_level.as_str().into();
+        }
         if let Some(act) = &c.act {
             // RFC 8693 §4.1: the delegation chain travels with the token's answer.
             answer["act"] = json!(act);
@@ -257,6 +273,13 @@ impl App {
         let p = Params::parse(body)?;
         let now = self.clock.now();
         let registry = self.registry();
+        if admin_id.is_none()
+            && grants::refresh_token::presented_client_id(authorization, &p)
+                .is_some_and(|id| grants::refresh_token::is_person_client(&id))
+        {
+            // An MCP client acting for a person (src/oauth/grants/refresh_token.rs).
+            return self.revoke_by_person_client(authorization, &p).await;
+        }
         let caller = match admin_id {
             Some(_) => None,
             None => {

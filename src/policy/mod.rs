@@ -15,6 +15,7 @@ pub mod store;
 pub mod testing;
 
 pub use compile::{Compiled, PolicyInfo, compile};
+pub use entities::sensitivity_str as sensitivity_name;
 
 use crate::agents::Agent;
 use crate::registry::Registry;
@@ -325,7 +326,7 @@ impl Engine {
             });
         match request {
             Ok(r) => self
-                .run(&full, &r, &c.forbids)
+                .run(&self.entities, &full, &r, &c.forbids)
                 .into_decision(Outcome::Permit),
             Err(e) => Decision::deny(vec![e]),
         }
@@ -334,6 +335,27 @@ impl Engine {
     /// One uncached decision.
     pub fn evaluate(
         &self,
+        agent_id: &str,
+        tool_id: &str,
+        class: ToolClass,
+        facts: &Facts,
+    ) -> Decision {
+        self.evaluate_in(&self.entities, agent_id, tool_id, class, facts)
+    }
+
+    /// The registry's entities plus `principal`, a client that is not a registered agent (an
+    /// MCP client acting for a person), for [`Engine::evaluate_in`]. `None` when it cannot be
+    /// added (then every decision for it is a deny).
+    pub fn entities_with(&self, principal: &Agent) -> Option<Entities> {
+        let schema = self.schema.as_ref()?;
+        let e = entities::agent_entity(principal).ok()?;
+        self.entities.clone().add_entities([e], Some(schema)).ok()
+    }
+
+    /// One uncached decision against `entities`.
+    pub fn evaluate_in(
+        &self,
+        entities: &Entities,
         agent_id: &str,
         tool_id: &str,
         class: ToolClass,
@@ -375,10 +397,10 @@ impl Engine {
         };
         if facts.approved || !c.step_up_possible {
             return self
-                .run(&full, &actual, &c.forbids)
+                .run(entities, &full, &actual, &c.forbids)
                 .into_decision(Outcome::Permit);
         }
-        let without = self.run(&unapproved, &actual, &c.forbids);
+        let without = self.run(entities, &unapproved, &actual, &c.forbids);
         if without.allow {
             return without.into_decision(Outcome::Permit);
         }
@@ -386,15 +408,21 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return Decision::deny(vec![e]),
         };
-        let with = self.run(&full, &hypothetical, &c.forbids);
+        let with = self.run(entities, &full, &hypothetical, &c.forbids);
         if with.allow {
             return with.into_decision(Outcome::StepUp);
         }
         without.into_decision(Outcome::Permit)
     }
 
-    fn run(&self, set: &PolicySet, req: &Request, forbids: &HashSet<String>) -> Run {
-        let resp = Authorizer::new().is_authorized(req, set, &self.entities);
+    fn run(
+        &self,
+        entities: &Entities,
+        set: &PolicySet,
+        req: &Request,
+        forbids: &HashSet<String>,
+    ) -> Run {
+        let resp = Authorizer::new().is_authorized(req, set, entities);
         let diag = resp.diagnostics();
         let errors: Vec<String> = diag.errors().map(ToString::to_string).collect();
         // Cedar skips a policy whose evaluation fails; for a forbid that would permit what it

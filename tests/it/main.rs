@@ -10,7 +10,9 @@ mod harness;
 
 mod admin_api;
 mod audit;
+mod authorize;
 mod client_auth;
+mod clients;
 mod delegation;
 mod humans;
 mod introspection;

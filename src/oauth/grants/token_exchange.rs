@@ -246,6 +246,7 @@ impl App {
             scope: claims.scope,
             step_up_scope: (!step_up.is_empty()).then(|| step_up.join(" ")),
             issued_token_type,
+            refresh_token: None,
             grant_type,
         })
     }

@@ -1,0 +1,273 @@
+//! OAuth clients that act for a person (MCP clients): dynamically registered clients,
+//! consents, authorization codes and refresh token families. Secrets are stored only as
+//! SHA-256 (hex).
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum OauthClients {
+    Table,
+    ClientId,
+    Metadata,
+    SecretHash,
+    RegistrationTokenHash,
+    CreatedAt,
+    DeletedAt,
+}
+
+#[derive(DeriveIden)]
+enum Consents {
+    Table,
+    Id,
+    HumanId,
+    ClientId,
+    Resource,
+    Scope,
+    GrantedAt,
+    RevokedAt,
+}
+
+#[derive(DeriveIden)]
+enum AuthorizationCodes {
+    Table,
+    CodeHash,
+    ClientId,
+    RedirectUri,
+    CodeChallenge,
+    Resource,
+    Scope,
+    HumanId,
+    ExpiresAt,
+    UsedAt,
+    FamilyId,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum RefreshFamilies {
+    Table,
+    Id,
+    ClientId,
+    HumanId,
+    Resource,
+    Scope,
+    Sid,
+    CreatedAt,
+    ExpiresAt,
+    RevokedAt,
+}
+
+#[derive(DeriveIden)]
+enum RefreshTokens {
+    Table,
+    TokenHash,
+    FamilyId,
+    CreatedAt,
+    UsedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(OauthClients::Table)
+                .col(
+                    ColumnDef::new(OauthClients::ClientId)
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new(OauthClients::Metadata).text().not_null())
+                .col(ColumnDef::new(OauthClients::SecretHash).string().null())
+                .col(
+                    ColumnDef::new(OauthClients::RegistrationTokenHash)
+                        .string()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(OauthClients::CreatedAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(ColumnDef::new(OauthClients::DeletedAt).big_integer().null())
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Consents::Table)
+                .col(
+                    ColumnDef::new(Consents::Id)
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new(Consents::HumanId).string().not_null())
+                .col(ColumnDef::new(Consents::ClientId).string().not_null())
+                .col(ColumnDef::new(Consents::Resource).string().not_null())
+                .col(ColumnDef::new(Consents::Scope).text().not_null())
+                .col(ColumnDef::new(Consents::GrantedAt).big_integer().not_null())
+                .col(ColumnDef::new(Consents::RevokedAt).big_integer().null())
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_consents_human_client_resource")
+                .table(Consents::Table)
+                .col(Consents::HumanId)
+                .col(Consents::ClientId)
+                .col(Consents::Resource)
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(AuthorizationCodes::Table)
+                .col(
+                    ColumnDef::new(AuthorizationCodes::CodeHash)
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new(AuthorizationCodes::ClientId)
+                        .string()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(AuthorizationCodes::RedirectUri)
+                        .text()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(AuthorizationCodes::CodeChallenge)
+                        .string()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(AuthorizationCodes::Resource)
+                        .string()
+                        .not_null(),
+                )
+                .col(ColumnDef::new(AuthorizationCodes::Scope).text().not_null())
+                .col(
+                    ColumnDef::new(AuthorizationCodes::HumanId)
+                        .string()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(AuthorizationCodes::ExpiresAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(AuthorizationCodes::UsedAt)
+                        .big_integer()
+                        .null(),
+                )
+                .col(ColumnDef::new(AuthorizationCodes::FamilyId).string().null())
+                .col(
+                    ColumnDef::new(AuthorizationCodes::CreatedAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(RefreshFamilies::Table)
+                .col(
+                    ColumnDef::new(RefreshFamilies::Id)
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new(RefreshFamilies::ClientId)
+                        .string()
+                        .not_null(),
+                )
+                .col(ColumnDef::new(RefreshFamilies::HumanId).string().not_null())
+                .col(
+                    ColumnDef::new(RefreshFamilies::Resource)
+                        .string()
+                        .not_null(),
+                )
+                .col(ColumnDef::new(RefreshFamilies::Scope).text().not_null())
+                .col(ColumnDef::new(RefreshFamilies::Sid).string().not_null())
+                .col(
+                    ColumnDef::new(RefreshFamilies::CreatedAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(RefreshFamilies::ExpiresAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(RefreshFamilies::RevokedAt)
+                        .big_integer()
+                        .null(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_refresh_families_client_human")
+                .table(RefreshFamilies::Table)
+                .col(RefreshFamilies::ClientId)
+                .col(RefreshFamilies::HumanId)
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(RefreshTokens::Table)
+                .col(
+                    ColumnDef::new(RefreshTokens::TokenHash)
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new(RefreshTokens::FamilyId).string().not_null())
+                .col(
+                    ColumnDef::new(RefreshTokens::CreatedAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(ColumnDef::new(RefreshTokens::UsedAt).big_integer().null())
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_refresh_tokens_family")
+                .table(RefreshTokens::Table)
+                .col(RefreshTokens::FamilyId)
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(RefreshTokens::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(RefreshFamilies::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(AuthorizationCodes::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(Consents::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(OauthClients::Table).to_owned())
+            .await?;
+        Ok(())
+    }
+}
