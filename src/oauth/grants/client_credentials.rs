@@ -4,7 +4,7 @@ use crate::agents::{Agent, AgentStatus};
 use crate::oauth::{OAuthError, Params, scopes};
 use crate::policy::{Facts, Outcome};
 use crate::registry::Registry;
-use crate::resources::{McpServer, canonical_resource};
+use crate::resources::{McpServer, Tool, canonical_resource};
 use crate::tokens::AccessClaims;
 use std::sync::Arc;
 
@@ -57,6 +57,46 @@ pub fn resolve_resource(
     Ok(server.clone())
 }
 
+/// The scopes `agent` may have on `server`: those requested (or its ceiling), within its
+/// ceiling, that `also` allows, decided tool by tool by policy (`facts` is the request's
+/// context; a class scope only partly permitted is narrowed to its permitted tools). Returns
+/// the permitted scopes (possibly none) and those policy would permit with a human's
+/// approval; the ids of the policies behind the decisions are added to `reasons` (for the
+/// audit log, never the wire).
+pub fn narrow_by_policy(
+    agent: &Agent,
+    server: &McpServer,
+    requested: Option<&str>,
+    registry: &Registry,
+    facts: &Facts,
+    also: impl Fn(&Tool) -> bool,
+    reasons: &mut Vec<String>,
+) -> Result<(Vec<String>, Vec<String>), OAuthError> {
+    let engine = &registry.policy;
+    let features = engine.features(facts);
+    let mut step_up = Vec::new();
+    let granted = scopes::narrow(requested, &agent.scope_ceiling, server, |tool| {
+        if !also(tool) {
+            return false;
+        }
+        let d = engine.decide(agent, server, tool, &features, facts);
+        for r in &d.reasons {
+            if !reasons.contains(r) {
+                reasons.push(r.clone());
+            }
+        }
+        match d.decision {
+            Outcome::Permit => true,
+            Outcome::StepUp => {
+                step_up.push(format!("tools:{}", tool.name));
+                false
+            }
+            Outcome::Deny => false,
+        }
+    })?;
+    Ok((granted, step_up))
+}
+
 /// A token to issue, and the scopes that policy would grant with a human's approval.
 #[derive(Debug)]
 pub struct Grant {
@@ -83,25 +123,15 @@ pub fn decide(
         ));
     }
     let server = resolve_resource(agent, p, registry)?;
-    let engine = &registry.policy;
-    let features = engine.features(facts);
-    let mut step_up = Vec::new();
-    let granted = scopes::narrow(p.get("scope"), &agent.scope_ceiling, &server, |tool| {
-        let d = engine.decide(agent, &server, tool, &features, facts);
-        for r in &d.reasons {
-            if !reasons.contains(r) {
-                reasons.push(r.clone());
-            }
-        }
-        match d.decision {
-            Outcome::Permit => true,
-            Outcome::StepUp => {
-                step_up.push(format!("tools:{}", tool.name));
-                false
-            }
-            Outcome::Deny => false,
-        }
-    })?;
+    let (granted, step_up) = narrow_by_policy(
+        agent,
+        &server,
+        p.get("scope"),
+        registry,
+        facts,
+        |_| true,
+        reasons,
+    )?;
     if granted.is_empty() {
         // The wire names no policy, only what the agent could do about it.
         return Err(OAuthError::InvalidScope(if step_up.is_empty() {

@@ -217,10 +217,15 @@ impl App {
         // requested ∩ ID-JAG ∩ policy.
         let jag_scope = v.str("scope").map(str::to_string);
         let requested = p.get("scope").or(jag_scope.as_deref());
-        let (granted, step_up) =
-            policy_scopes(&agent, &server, requested, registry, &facts, |tool| {
-                jag_scope.as_deref().is_none_or(|s| scope_allows(s, tool))
-            })?;
+        let (granted, step_up) = policy_scopes(
+            &agent,
+            &server,
+            requested,
+            registry,
+            &facts,
+            |tool| jag_scope.as_deref().is_none_or(|s| scope_allows(s, tool)),
+            &mut seen.policy_reasons,
+        )?;
         self.first_use("idjag", &v, jti, now).await?;
         let ttl = agent
             .token_ttl_cap

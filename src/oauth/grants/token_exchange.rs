@@ -13,11 +13,12 @@
 //! Revocation: a token derived from one of ours keeps the subject token's `sid`, so revoking
 //! that session kills it; introspection also refuses it when any agent in its chain (subject,
 //! client or actor) has been killed or suspended since it was issued ([`chain_revoked`]).
+use super::client_credentials::narrow_by_policy;
 use crate::agents::{Agent, AgentStatus};
 use crate::app::App;
 use crate::oauth::client_auth::{self, Client};
 use crate::oauth::trust::TrustKind;
-use crate::oauth::{OAuthError, Params, TokenResponse, scopes};
+use crate::oauth::{OAuthError, Params, TokenResponse};
 use crate::policy::{Facts, Outcome};
 use crate::registry::Registry;
 use crate::resources::{McpServer, Tool, canonical_resource};
@@ -121,7 +122,8 @@ fn resolve(agent: &Agent, p: &Params, registry: &Registry) -> Result<Arc<McpServ
 }
 
 /// Scopes `agent` may have on `server` per policy (with the facts' delegating human), within
-/// its ceiling, restricted further by `also`. Nothing left is `invalid_scope`.
+/// its ceiling, restricted further by `also`; see [`narrow_by_policy`]. Nothing left is
+/// `invalid_scope`.
 pub(crate) fn policy_scopes(
     agent: &Agent,
     server: &McpServer,
@@ -129,26 +131,10 @@ pub(crate) fn policy_scopes(
     registry: &Registry,
     facts: &Facts,
     also: impl Fn(&Tool) -> bool,
+    reasons: &mut Vec<String>,
 ) -> Result<(Vec<String>, Vec<String>), OAuthError> {
-    let engine = &registry.policy;
-    let features = engine.features(facts);
-    let mut step_up = Vec::new();
-    let granted = scopes::narrow(requested, &agent.scope_ceiling, server, |tool| {
-        if !also(tool) {
-            return false;
-        }
-        match engine
-            .decide(agent, server, tool, &features, facts)
-            .decision
-        {
-            Outcome::Permit => true,
-            Outcome::StepUp => {
-                step_up.push(format!("tools:{}", tool.name));
-                false
-            }
-            Outcome::Deny => false,
-        }
-    })?;
+    let (granted, step_up) =
+        narrow_by_policy(agent, server, requested, registry, facts, also, reasons)?;
     if granted.is_empty() {
         return Err(OAuthError::InvalidScope(
             "none of the requested scopes is permitted for this delegation on this resource".into(),
@@ -476,12 +462,19 @@ impl App {
         facts.delegation = human;
         let server = resolve(&agent, p, registry)?;
         let subject_scope = ours.as_ref().map(|c| c.scope.clone());
-        let (granted, step_up) =
-            policy_scopes(&agent, &server, p.get("scope"), registry, &facts, |tool| {
+        let (granted, step_up) = policy_scopes(
+            &agent,
+            &server,
+            p.get("scope"),
+            registry,
+            &facts,
+            |tool| {
                 subject_scope
                     .as_deref()
                     .is_none_or(|s| scope_allows(s, tool))
-            })?;
+            },
+            &mut seen.policy_reasons,
+        )?;
         // Impersonation (no `act` naming the agent) only where policy explicitly permits
         // `Action::"impersonate"` for this agent on every tool of the token.
         let scope = granted.join(" ");
@@ -605,10 +598,15 @@ impl App {
                 "exchange for a downstream server, not for the caller itself".into(),
             ));
         }
-        let (granted, step_up) =
-            policy_scopes(&agent, &target, p.get("scope"), registry, &facts, |tool| {
-                scope_allows(&c.scope, tool)
-            })?;
+        let (granted, step_up) = policy_scopes(
+            &agent,
+            &target,
+            p.get("scope"),
+            registry,
+            &facts,
+            |tool| scope_allows(&c.scope, tool),
+            &mut seen.policy_reasons,
+        )?;
         let ttl = agent
             .token_ttl_cap
             .map_or(self.config.access_token_ttl_secs, |cap| {
