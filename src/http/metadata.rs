@@ -28,11 +28,6 @@ pub fn document(app: &crate::app::App) -> Value {
         scopes.extend(s.tools.keys().map(|t| format!("tools:{t}")));
     }
     let secret_methods = ["client_secret_basic", "client_secret_post"];
-    let all_methods = [
-        "client_secret_basic",
-        "client_secret_post",
-        "private_key_jwt",
-    ];
     let token_methods = [
         "client_secret_basic",
         "client_secret_post",
@@ -56,7 +51,7 @@ pub fn document(app: &crate::app::App) -> Value {
         "token_endpoint_auth_methods_supported": token_methods,
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "introspection_endpoint_auth_methods_supported": secret_methods,
-        "revocation_endpoint_auth_methods_supported": all_methods,
+        "revocation_endpoint_auth_methods_supported": token_methods,
         "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "scopes_supported": scopes,
         // Not registered metadata names: the RFC 8693 token types this server takes and issues.
