@@ -336,11 +336,12 @@ impl State {
             Ok(()) => {
                 self.stats.events.inc_by(n);
                 self.stats.batches.inc();
-                for a in acks {
-                    let _ = a.send(Ok(()));
-                }
+                // The SIEM copy first: an answered request's event is in the sink too.
                 if let Some(sink) = sink {
                     sink.write(&rows);
+                }
+                for a in acks {
+                    let _ = a.send(Ok(()));
                 }
             }
             Err(e) => {
