@@ -52,8 +52,12 @@ pub struct Config {
     /// the token lifetime (`MANDATE_SESSION_IDLE_SECS`).
     pub session_idle_secs: i64,
     /// Offset of the deployment's time zone from UTC, in minutes, for the hour and weekday
-    /// policies see (`MANDATE_POLICY_UTC_OFFSET_MINUTES`).
+    /// policies see, when `policy_time_zone` is not set (`MANDATE_POLICY_UTC_OFFSET_MINUTES`).
     pub policy_utc_offset_minutes: i64,
+    /// The deployment's IANA time zone (`Europe/Paris`) for the hour and weekday policies see,
+    /// daylight saving included; overrides `policy_utc_offset_minutes`
+    /// (`MANDATE_POLICY_TIME_ZONE`).
+    pub policy_time_zone: Option<String>,
     /// HTTP worker threads, each with its own runtime; default: one per CPU
     /// (`MANDATE_HTTP_WORKERS`).
     pub http_workers: Option<usize>,
@@ -202,6 +206,7 @@ impl Default for Config {
             audit_retention_days: 365,
             audit_sync_commit: false,
             policy_utc_offset_minutes: 0,
+            policy_time_zone: None,
             trusted_issuers: Vec::new(),
             max_delegation_depth: 5,
             human_session_lifetime_secs: 43_200,
@@ -277,6 +282,29 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Offset from UTC, in seconds, of the deployment's policy time zone at `now` (Unix
+    /// seconds): the IANA zone's, daylight saving included, or the fixed offset.
+    pub fn policy_offset_secs(&self, now: i64) -> i64 {
+        use chrono::Offset;
+        use chrono::TimeZone;
+        let fixed = self.policy_utc_offset_minutes * 60;
+        let Some(tz) = self
+            .policy_time_zone
+            .as_deref()
+            .and_then(|z| z.parse::<chrono_tz::Tz>().ok())
+        else {
+            return fixed;
+        };
+        match chrono::DateTime::from_timestamp(now, 0) {
+            Some(t) => i64::from(
+                tz.offset_from_utc_datetime(&t.naive_utc())
+                    .fix()
+                    .local_minus_utc(),
+            ),
+            None => fixed,
+        }
+    }
+
     fn keys() -> Vec<String> {
         toml::Table::try_from(Config::default())
             .map(|t| t.keys().cloned().collect::<Vec<_>>())
@@ -292,6 +320,7 @@ impl Config {
                     "audit_node",
                     "audit_sink",
                     "dev_auto_approve_email",
+                    "policy_time_zone",
                 ]
                 .map(String::from),
             )
@@ -330,6 +359,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "policy_utc_offset_minutes must be between -840 and 840".into(),
             ));
+        }
+        if let Some(z) = &self.policy_time_zone
+            && z.parse::<chrono_tz::Tz>().is_err()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "policy_time_zone {z:?} is not an IANA time zone name (such as Europe/Paris)"
+            )));
         }
         if let Some(issuer) = &self.issuer {
             crate::resources::validate_issuer(issuer).map_err(ConfigError::Invalid)?;
@@ -468,6 +504,29 @@ mod tests {
         std::fs::write(&path, "lisen = \"127.0.0.1:9000\"\n").unwrap();
         let err = Config::load(Some(&path), []).unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn policy_time_zone_follows_daylight_saving() {
+        let cfg = Config::load(
+            None,
+            [("MANDATE_POLICY_TIME_ZONE".into(), "Europe/Paris".into())],
+        )
+        .unwrap();
+        // 2026-01-15 12:00 UTC: CET (+1); 2026-07-15 12:00 UTC: CEST (+2).
+        assert_eq!(cfg.policy_offset_secs(1_768_478_400), 3600);
+        assert_eq!(cfg.policy_offset_secs(1_784_116_800), 7200);
+        let fixed = Config {
+            policy_utc_offset_minutes: -300,
+            ..Config::default()
+        };
+        assert_eq!(fixed.policy_offset_secs(1_784_116_800), -18_000);
+        let err = Config::load(
+            None,
+            [("MANDATE_POLICY_TIME_ZONE".into(), "Mars/Olympus".into())],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("policy_time_zone"), "{err}");
     }
 
     #[test]

@@ -230,10 +230,11 @@ pub async fn policies(c: PoliciesCmd, cfg: &Config, now: i64) -> Result<()> {
             let compiled = policy::compile(&src, &policy::schema()?)?;
             let cases = policy::testing::parse_file(&read(&file)?)?.case;
             let reg = registry().await?;
-            let offset = cfg.policy_utc_offset_minutes * 60;
             let mut results = Vec::new();
             for case in &cases {
-                results.push(case.evaluate(&compiled, Some(&reg), now, offset)?);
+                results.push(
+                    case.evaluate(&compiled, Some(&reg), now, &|t| cfg.policy_offset_secs(t))?,
+                );
             }
             let failed = results.iter().filter(|r| !r.passed).count();
             print(&out, &results, || {

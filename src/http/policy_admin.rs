@@ -197,11 +197,10 @@ async fn what_if(
             .ok_or_else(|| PolicyError::NotFound("policy set".into()))?,
     };
     let compiled = compile(&source, &schema()?)?;
-    let r = w.case.evaluate(
-        &compiled,
-        Some(&registry),
-        app.clock.now(),
-        app.config.policy_utc_offset_minutes * 60,
-    )?;
+    let r = w
+        .case
+        .evaluate(&compiled, Some(&registry), app.clock.now(), &|t| {
+            app.config.policy_offset_secs(t)
+        })?;
     Ok(Json(r).into_response())
 }

@@ -355,9 +355,10 @@ impl App {
         let engine = &registry.policy;
         let principal = client_principal(client, server, person);
         let entities = engine.entities_with(&principal);
+        let now = self.clock.now();
         let facts = Facts {
-            now: self.clock.now(),
-            utc_offset_secs: self.config.policy_utc_offset_minutes * 60,
+            now,
+            utc_offset_secs: self.config.policy_offset_secs(now),
             source_ip: ip,
             environment: server.environment.clone(),
             delegation: Some((person.id.clone(), person.roles.clone())),

@@ -111,7 +111,7 @@ impl App {
         let facts = crate::policy::Facts::for_agent(
             &agent,
             now,
-            self.config.policy_utc_offset_minutes * 60,
+            self.config.policy_offset_secs(now),
             Some(peer),
         );
         let grants::client_credentials::Grant {

@@ -208,12 +208,7 @@ impl App {
         if agent.status != crate::agents::AgentStatus::Active {
             return Ok(denied("subject_suspended"));
         }
-        let mut facts = Facts::for_agent(
-            &agent,
-            now,
-            self.config.policy_utc_offset_minutes * 60,
-            None,
-        );
+        let mut facts = Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), None);
         facts.risk_score = passed.risk_score.unwrap_or(0);
         facts.approved = passed.approved.unwrap_or(false);
         facts.approver = passed.approver;

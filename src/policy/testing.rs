@@ -219,7 +219,12 @@ impl Case {
         }
     }
 
-    fn facts(&self, agent: &Agent, now: i64, utc_offset_secs: i64) -> Result<Facts, PolicyError> {
+    fn facts(
+        &self,
+        agent: &Agent,
+        now: i64,
+        offset_at: &dyn Fn(i64) -> i64,
+    ) -> Result<Facts, PolicyError> {
         let c = &self.context;
         let time = match &c.time {
             None => now,
@@ -232,7 +237,7 @@ impl Case {
         }
         Ok(Facts {
             now: time,
-            utc_offset_secs,
+            utc_offset_secs: offset_at(time),
             risk_score: c.risk_score,
             approved: c.approved,
             approver: c.approver.clone(),
@@ -248,13 +253,14 @@ impl Case {
         })
     }
 
-    /// Evaluates the case against `compiled`; registered names are looked up in `registry`.
+    /// Evaluates the case against `compiled`; registered names are looked up in `registry`;
+    /// `offset_at` gives the deployment's UTC offset (seconds) at a time.
     pub fn evaluate(
         &self,
         compiled: &Compiled,
         registry: Option<&Registry>,
         now: i64,
-        utc_offset_secs: i64,
+        offset_at: &dyn Fn(i64) -> i64,
     ) -> Result<CaseResult, PolicyError> {
         let expected = match &self.expect {
             None => None,
@@ -264,7 +270,7 @@ impl Case {
         };
         let agent = self.agent(registry)?;
         let (server, tool) = self.tool(registry)?;
-        let facts = self.facts(&agent, now, utc_offset_secs)?;
+        let facts = self.facts(&agent, now, offset_at)?;
         let schema = schema()?;
         let entities = from_list(
             vec![
@@ -317,7 +323,9 @@ mod tests {
         let file = parse_file(include_str!("../../policies/default.tests.toml")).unwrap();
         assert!(file.case.len() >= 8);
         for case in &file.case {
-            let r = case.evaluate(&compiled, None, 1_795_683_000, 0).unwrap();
+            let r = case
+                .evaluate(&compiled, None, 1_795_683_000, &|_| 0)
+                .unwrap();
             assert!(r.passed, "{}: {:?}", case.name, r.decision);
         }
     }
@@ -356,7 +364,7 @@ mod tests {
         )
         .unwrap();
         for (i, case) in file.case.iter().enumerate() {
-            let r = case.evaluate(&compiled, None, 0, 0).unwrap();
+            let r = case.evaluate(&compiled, None, 0, &|_| 0).unwrap();
             assert!(r.passed, "case {i}: {:?}", r.decision);
         }
     }

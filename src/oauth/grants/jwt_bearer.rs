@@ -207,12 +207,8 @@ impl App {
         };
         let server =
             super::client_credentials::resolve_resource(&agent, resource_params, registry)?;
-        let mut facts = Facts::for_agent(
-            &agent,
-            now,
-            self.config.policy_utc_offset_minutes * 60,
-            Some(peer),
-        );
+        let mut facts =
+            Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), Some(peer));
         facts.delegation = Some((human.clone(), roles));
         // requested ∩ ID-JAG ∩ policy.
         let jag_scope = v.str("scope").map(str::to_string);
@@ -305,12 +301,7 @@ impl App {
                 "the revocation store is unreachable".into(),
             ));
         }
-        let facts = Facts::for_agent(
-            &agent,
-            now,
-            self.config.policy_utc_offset_minutes * 60,
-            Some(peer),
-        );
+        let facts = Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), Some(peer));
         let grant = super::client_credentials::decide(
             &agent,
             p,

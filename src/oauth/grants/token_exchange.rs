@@ -453,12 +453,8 @@ impl App {
                 "the delegation chain would be too deep".into(),
             ));
         }
-        let mut facts = Facts::for_agent(
-            &agent,
-            now,
-            self.config.policy_utc_offset_minutes * 60,
-            Some(peer),
-        );
+        let mut facts =
+            Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), Some(peer));
         facts.delegation = human;
         let server = resolve(&agent, p, registry)?;
         let subject_scope = ours.as_ref().map(|c| c.scope.clone());
@@ -585,12 +581,8 @@ impl App {
                 "the delegation chain would be too deep".into(),
             ));
         }
-        let mut facts = Facts::for_agent(
-            &agent,
-            now,
-            self.config.policy_utc_offset_minutes * 60,
-            Some(peer),
-        );
+        let mut facts =
+            Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), Some(peer));
         facts.delegation = (c.sub != c.client_id).then(|| (c.sub.clone(), Vec::new()));
         let target = resolve(&agent, p, registry)?;
         if target.resource == server.resource {
