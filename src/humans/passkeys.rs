@@ -240,10 +240,13 @@ pub async fn start_registration(
 
 /// Finishes a registration: verifies the attestation (format "none" accepted), stores the
 /// passkey under `name`, and uses up the enrolment link when the ceremony started at one.
+/// `expect_human`: the signed-in person adding a passkey from the account page; a ceremony
+/// started by anyone else is refused before anything is stored.
 pub async fn finish_registration(
     app: &App,
     ceremony: &str,
     link: Option<&str>,
+    expect_human: Option<&str>,
     name: &str,
     credential: &RegisterPublicKeyCredential,
 ) -> Result<(Human, PasskeyView), PasskeyError> {
@@ -260,7 +263,7 @@ pub async fn finish_registration(
         return Err(PasskeyError::Ceremony);
     };
     let link_hash = link.map(|l| crate::secrets::hex(&crate::secrets::hash(l)));
-    if state.link != link_hash {
+    if state.link != link_hash || expect_human.is_some_and(|e| e != human_id) {
         return Err(PasskeyError::Ceremony);
     }
     let human = super::active(&app.store, &human_id)
