@@ -51,6 +51,8 @@ pub struct App {
     pub humans: crate::humans::Humans,
     /// Client ID Metadata Documents fetched and still fresh.
     pub client_documents: crate::clients::cimd::DocumentCache,
+    /// Human approval requests: live changes and the webhook.
+    pub approvals: crate::approvals::Approvals,
     registry: ArcSwap<Registry>,
     revocations_synced_at: AtomicI64,
 }
@@ -135,6 +137,7 @@ impl App {
         };
         let humans = crate::humans::Humans::new(&issuer, &config);
         let app = Arc::new(Self {
+            approvals: crate::approvals::Approvals::new(&config),
             humans,
             token_endpoint: format!("{issuer}/token"),
             issuer,

@@ -8,6 +8,7 @@ mod m0003_sessions;
 mod m0004_policies;
 mod m0005_humans;
 mod m0006_clients;
+mod m0009_approvals;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_policies::Migration),
             Box::new(m0005_humans::Migration),
             Box::new(m0006_clients::Migration),
+            Box::new(m0009_approvals::Migration),
         ]
     }
 }

@@ -380,26 +380,61 @@ pub async fn finish_login(
     ceremony: &str,
     credential: &PublicKeyCredential,
 ) -> Result<Human, PasskeyError> {
-    let wa = app
-        .humans
-        .webauthn
-        .as_ref()
-        .ok_or(PasskeyError::Unavailable)?;
     let now = app.clock.now();
     let Some((Some(human_id), auth)) =
         take_ceremony::<PasskeyAuthentication>(&app.store, now, "passkey_login", ceremony).await?
     else {
         return Err(PasskeyError::Ceremony);
     };
+    finish_assertion(app, &human_id, &auth, credential).await
+}
+
+/// Starts an assertion by one of `human_id`'s passkeys (user verification required); the
+/// caller stores the returned state in a ceremony of its own kind.
+pub async fn start_assertion(
+    app: &App,
+    human_id: &str,
+) -> Result<(RequestChallengeResponse, PasskeyAuthentication), PasskeyError> {
+    let wa = app
+        .humans
+        .webauthn
+        .as_ref()
+        .ok_or(PasskeyError::Unavailable)?;
+    let creds: Vec<Passkey> = passkeys_of(&app.store, human_id)
+        .await?
+        .into_iter()
+        .map(|(_, pk)| pk)
+        .collect();
+    if creds.is_empty() {
+        return Err(PasskeyError::NoPasskey);
+    }
+    wa.start_passkey_authentication(&creds)
+        .map_err(|e| PasskeyError::Rejected(e.to_string()))
+}
+
+/// Verifies an assertion against the ceremony state `auth` taken for `human_id`: one of their
+/// passkeys, user verification, a signature counter above the stored one; updates the counter.
+pub async fn finish_assertion(
+    app: &App,
+    human_id: &str,
+    auth: &PasskeyAuthentication,
+    credential: &PublicKeyCredential,
+) -> Result<Human, PasskeyError> {
+    let wa = app
+        .humans
+        .webauthn
+        .as_ref()
+        .ok_or(PasskeyError::Unavailable)?;
+    let now = app.clock.now();
     // The ceremony state holds the counters as they were at its start; the stored ones may
     // have moved since (another sign-in in between), so check against the stored value too.
     let res = wa
-        .finish_passkey_authentication(credential, &auth)
+        .finish_passkey_authentication(credential, auth)
         .map_err(|e| PasskeyError::Rejected(e.to_string()))?;
     if !res.user_verified() {
         return Err(PasskeyError::Rejected("user not verified".into()));
     }
-    let human = super::active(&app.store, &human_id)
+    let human = super::active(&app.store, human_id)
         .await?
         .ok_or(PasskeyError::Person)?;
     let cred_bytes: &[u8] = res.cred_id().as_ref();

@@ -374,6 +374,7 @@ mod tests {
             jti: "j1".into(),
             sid: Some("ses_1".into()),
             env: Some("dev".into()),
+            approval: None,
         }
     }
 

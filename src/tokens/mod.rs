@@ -23,6 +23,19 @@ pub struct AccessClaims {
     pub sid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
+    /// A human's approval of this exact transaction (CIBA grant, src/approvals/).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Box<ApprovalClaims>>,
+}
+
+/// What a token issued on a human's approval carries (RFC 9396, RFC 9470).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApprovalClaims {
+    pub authorization_details: serde_json::Value,
+    pub acr: String,
+    pub auth_time: i64,
+    /// The approving person's id.
+    pub approver: String,
 }
 
 /// Why one of our tokens does not verify. Never sent to a client: introspection says

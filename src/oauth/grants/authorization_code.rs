@@ -322,6 +322,7 @@ impl App {
             jti: crate::secrets::hex(&crate::secrets::random_bytes::<16>()),
             sid: Some(family.sid.clone()),
             env: Some(server.environment.clone()),
+            approval: None,
         };
         if claims.exp <= now {
             return Err(OAuthError::InvalidGrant("the grant has expired".into()));

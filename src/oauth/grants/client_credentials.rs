@@ -127,6 +127,7 @@ pub fn decide(
         jti: crate::secrets::hex(&crate::secrets::random_bytes::<16>()),
         sid: None,
         env: Some(agent.environment.clone()),
+        approval: None,
     };
     Ok(Grant { claims, step_up })
 }
