@@ -242,6 +242,7 @@ impl App {
             tasks.push(self.spawn_redis_listener(redis.clone()));
             tasks.push(self.spawn_redis_pinger(redis.clone()));
         }
+        tasks.push(crate::approvals::spawn_sweeper(self));
         let weak = Arc::downgrade(self);
         let every = std::time::Duration::from_millis(self.config.refresh_interval_ms.max(50));
         tasks.push(tokio::spawn(async move {

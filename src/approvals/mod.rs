@@ -715,3 +715,20 @@ pub fn notify(app: std::sync::Arc<App>, r: row::Model) {
         }
     });
 }
+
+/// Every 30 s: expires pending requests past their time and deletes old finished ones.
+pub fn spawn_sweeper(app: &std::sync::Arc<App>) -> tokio::task::JoinHandle<()> {
+    let weak = std::sync::Arc::downgrade(app);
+    tokio::spawn(async move {
+        let every = std::time::Duration::from_secs(30);
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            if let Err(e) = app.sweep_approvals().await {
+                tracing::warn!(error = %e, "sweeping approval requests failed");
+            }
+        }
+    })
+}

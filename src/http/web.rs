@@ -42,6 +42,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "text/javascript; charset=utf-8",
         include_bytes!("../../static/webauthn.js"),
     ),
+    (
+        "approvals.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/approvals.js"),
+    ),
 ];
 
 async fn static_file(Path(file): Path<String>) -> Response {

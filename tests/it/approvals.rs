@@ -356,6 +356,25 @@ async fn approve_and_poll(h: H, hook: Hook) -> H {
         json!(["mcp_tool_call"])
     );
 
+    // The live list: an event stream that says when something changed.
+    let mut events = browser()
+        .get(h.url("/approvals/events"))
+        .header("cookie", format!("__Host-mandate_session={}", w.owner.sid))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert_eq!(
+        get(&h, "/approvals/events", None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
     let args = json!({"service": "web", "version": "v42", "note": "<script>alert(1)</script>"});
     let d = details("deploy", args.clone());
     let r = bc(
@@ -376,6 +395,57 @@ async fn approve_and_poll(h: H, hook: Hook) -> H {
     assert_eq!(r.body["expires_in"], 300);
     assert_eq!(r.body["interval"], 5);
     let id = request_id(&h, &auth_req_id).await;
+
+    let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), events.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&chunk).contains("event: changed"));
+
+    // The approver's pages: the list, and the request with everything rendered as text.
+    let list = get(&h, "/approvals", Some(&w.owner)).await;
+    assert_eq!(list.status(), StatusCode::OK);
+    assert_eq!(
+        list.headers()["content-security-policy"],
+        mandate::humans::web::PAGE_CSP
+    );
+    let body = list.text().await.unwrap();
+    assert!(body.contains(&format!("/approvals/{id}")));
+    assert!(body.contains("/static/approvals.js") && !body.contains("<script>"));
+    let j: Value = get(&h, "/approvals/list.json", Some(&w.owner))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(j["requests"][0]["id"], id.as_str());
+    let j: Value = get(&h, "/approvals/list.json", Some(&w.bob))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(j["requests"], json!([]));
+    let page = get(&h, &format!("/approvals/{id}"), Some(&w.owner)).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let body = page.text().await.unwrap();
+    // Escaped as text (askama writes &#60; for <).
+    assert!(body.contains("&#60;b&#62;Deploy&#60;/b&#62; web v42"), "{body}");
+    assert!(body.contains("&#60;script&#62;alert(1)&#60;/script&#62;"));
+    assert!(!body.contains("<b>Deploy") && !body.contains("<script>alert"));
+    assert!(body.contains("restricted-needs-approval") && body.contains("release v42"));
+    assert!(body.contains("test agent") && body.contains("medium"));
+    assert_eq!(
+        get(&h, &format!("/approvals/{id}"), Some(&w.bob))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(&h, &format!("/approvals/{id}"), None).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(audit_count(&h, "approval.viewed").await, 1);
 
     // The webhook hears of it, in the background.
     assert!(
