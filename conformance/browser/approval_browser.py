@@ -8,7 +8,10 @@ agent's poll of /token then returns a token whose `authorization_details` are ex
 asked. Then the same for a denial with a reason, which the agent receives as
 `error_description`.
 
-Usage: approval_browser.py ISSUER ENROL_LINK EMAIL RESOURCE AGENT_ID AGENT_SECRET
+With NODE_CHECK (conformance/node/ciba_check.mjs), a third round has a client that is not
+ours ask and poll: oauth4webapi's backchannel authentication functions; the browser approves.
+
+Usage: approval_browser.py ISSUER ENROL_LINK EMAIL RESOURCE AGENT_ID AGENT_SECRET [NODE_CHECK]
 Prints `PASS name` / `FAIL name: reason` lines (conformance/run counts them).
 """
 import asyncio
@@ -77,20 +80,22 @@ async def poll(issuer, agent, auth_req_id, interval, seconds=60):
     return 0, {"error": "timeout"}
 
 
-async def decide(cdp, issuer, request_id, message, decision, reason=None):
+async def decide(cdp, issuer, request_id, message, decision, reason=None, label=None, script=True):
     """From the live list: open the request, check it, decide with the passkey."""
     row = await cdp.wait_for(
         f"document.querySelector('#approvals tr[data-id={json.dumps(request_id)}] a') !== null"
         " && window.__mandateStillHere === 1", seconds=20)
-    report(bool(row), f"{decision}.request_appears_live", "the row did not appear without a reload")
+    label = label or decision
+    report(bool(row), f"{label}.request_appears_live", "the row did not appear without a reload")
     await cdp.eval(f"document.querySelector('#approvals tr[data-id={json.dumps(request_id)}] a').click()")
     shown = await cdp.wait_for(
         "document.getElementById('decide') && document.getElementById('binding-message')"
         " ? document.getElementById('binding-message').textContent : ''")
-    report(shown == message, f"{decision}.page_shows_binding_message_as_text", repr(shown))
+    report(shown == message, f"{label}.page_shows_binding_message_as_text", repr(shown))
     args = await cdp.eval("(document.querySelector('pre.arguments') || {}).textContent || ''")
-    report("<script>" in args and await cdp.eval("document.querySelectorAll('pre.arguments script').length") == 0,
-           f"{decision}.arguments_are_text", repr(args[:200]))
+    if script:
+        report("<script>" in args and await cdp.eval("document.querySelectorAll('pre.arguments script').length") == 0,
+               f"{label}.arguments_are_text", repr(args[:200]))
     if reason:
         await cdp.eval(f"document.getElementById('reason').value = {json.dumps(reason)}")
     await cdp.eval(f"document.getElementById({json.dumps(decision)}).click()")
@@ -99,10 +104,51 @@ async def decide(cdp, issuer, request_id, message, decision, reason=None):
         f"(document.getElementById('status') || {{}}).textContent === {json.dumps(want)}"
         " ? 'ok' : ''", seconds=20)
     err = await cdp.eval("(document.querySelector('[data-role=error]') || {}).textContent || ''")
-    report(status == "ok", f"{decision}.passkey_decision", f"page error {err!r}")
+    report(status == "ok", f"{label}.passkey_decision", f"page error {err!r}")
 
 
-async def run(issuer, link, email, resource, agent_id, agent_secret):
+async def node_round(cdp, issuer, resource, agent, node_check):
+    """oauth4webapi asks and polls; the approver approves in the browser."""
+    message = "Deploy api v7 (oauth4webapi)"
+    env = dict(os.environ, CONF_ISSUER=issuer, CONF_RESOURCE=resource, CONF_AGENT_ID=agent[0],
+               CONF_AGENT_SECRET=agent[1], CONF_MESSAGE=message)
+    await cdp.send("Page.navigate", {"url": issuer + "/approvals"})
+    await cdp.wait_for("document.getElementById('approvals') !== null")
+    await cdp.eval("window.__mandateStillHere = 1")
+    await asyncio.sleep(0.5)
+    rid = ""
+    proc = await asyncio.create_subprocess_exec(
+        "node", node_check, env=env, stdout=asyncio.subprocess.PIPE,
+        cwd=os.path.dirname(os.path.abspath(node_check)))
+    try:
+        while True:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            if not line:
+                break
+            text = line.decode().rstrip()
+            if text.startswith("ASKED "):
+                rid = await cdp.wait_for(
+                    "(() => { const r = [...document.querySelectorAll('#approvals tr[data-id]')]"
+                    f".find(t => t.textContent.includes({json.dumps(message)})); return r ? r.dataset.id : ''; }})()",
+                    seconds=20)
+                if not rid:
+                    report(False, "node.request_appears_live", "no row with the binding message")
+                    break
+            elif text == "PENDING" and rid:
+                await decide(cdp, issuer, rid, message, "approve", label="node", script=False)
+            elif text.startswith(("PASS ", "FAIL ")):
+                print(text, flush=True)
+                if text.startswith("FAIL "):
+                    global FAILED
+                    FAILED += 1
+        rc = await asyncio.wait_for(proc.wait(), 120)
+        report(rc == 0, "node.exit", f"ciba_check.mjs exited {rc}")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+
+
+async def run(issuer, link, email, resource, agent_id, agent_secret, node_check=None):
     agent = (agent_id, agent_secret)
     chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
@@ -176,6 +222,8 @@ async def run(issuer, link, email, resource, agent_id, agent_secret):
                 else:
                     ok = body.get("error") == "access_denied" and body.get("error_description") == reason
                     report(ok, "deny.poll_returns_access_denied_with_reason", json.dumps(body)[:300])
+            if node_check:
+                await node_round(cdp, issuer, resource, agent, node_check)
             cdp.reader.cancel()
             await cdp.ws.close()
     except Exception as exc:  # noqa: BLE001 - any failure is a failed check
@@ -191,7 +239,7 @@ async def run(issuer, link, email, resource, agent_id, agent_secret):
 
 
 def main():
-    if len(sys.argv) != 7:
+    if len(sys.argv) not in (7, 8):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     asyncio.run(run(*sys.argv[1:]))
