@@ -44,6 +44,17 @@ def report(ok, name, why=""):
         print(f"FAIL approval.{name}: {why}", flush=True)
 
 
+async def screenshot(cdp, name):
+    """Saves the page as $APPROVAL_SCREENSHOTS/NAME.png when that variable is set (README images)."""
+    where = os.environ.get("APPROVAL_SCREENSHOTS")
+    if not where:
+        return
+    os.makedirs(where, exist_ok=True)
+    shot = await cdp.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    with open(os.path.join(where, f"{name}.png"), "wb") as f:
+        f.write(base64.b64decode(shot["data"]))
+
+
 def agent_post(url, form, agent):
     basic = base64.b64encode(f"{agent[0]}:{agent[1]}".encode()).decode()
     req = urllib.request.Request(
@@ -87,6 +98,7 @@ async def decide(cdp, issuer, request_id, message, decision, reason=None, label=
         " && window.__mandateStillHere === 1", seconds=20)
     label = label or decision
     report(bool(row), f"{label}.request_appears_live", "the row did not appear without a reload")
+    await screenshot(cdp, f"approvals-list-{label}")
     await cdp.eval(f"document.querySelector('#approvals tr[data-id={json.dumps(request_id)}] a').click()")
     shown = await cdp.wait_for(
         "document.getElementById('decide') && document.getElementById('binding-message')"
@@ -98,6 +110,7 @@ async def decide(cdp, issuer, request_id, message, decision, reason=None, label=
                f"{label}.arguments_are_text", repr(args[:200]))
     if reason:
         await cdp.eval(f"document.getElementById('reason').value = {json.dumps(reason)}")
+    await screenshot(cdp, f"approval-request-{label}")
     await cdp.eval(f"document.getElementById({json.dumps(decision)}).click()")
     want = "approved" if decision == "approve" else "denied"
     status = await cdp.wait_for(

@@ -180,7 +180,7 @@ pub fn parse_details(raw: &str) -> Result<(Value, Vec<String>), OAuthError> {
             }
         }
         if let Some(r) = o.get("reason")
-            && !r.as_str().is_some_and(|r| r.chars().count() <= 1000)
+            && r.as_str().is_none_or(|r| r.chars().count() > 1000)
         {
             return Err(bad("reason must be a string of at most 1000 characters"));
         }

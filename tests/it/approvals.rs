@@ -430,7 +430,10 @@ async fn approve_and_poll(h: H, hook: Hook) -> H {
     assert_eq!(page.headers()["x-frame-options"], "DENY");
     let body = page.text().await.unwrap();
     // Escaped as text (askama writes &#60; for <).
-    assert!(body.contains("&#60;b&#62;Deploy&#60;/b&#62; web v42"), "{body}");
+    assert!(
+        body.contains("&#60;b&#62;Deploy&#60;/b&#62; web v42"),
+        "{body}"
+    );
     assert!(body.contains("&#60;script&#62;alert(1)&#60;/script&#62;"));
     assert!(!body.contains("<b>Deploy") && !body.contains("<script>alert"));
     assert!(body.contains("restricted-needs-approval") && body.contains("release v42"));

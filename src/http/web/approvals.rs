@@ -277,14 +277,12 @@ async fn events(State(app): State<AppState>, headers: HeaderMap) -> Response {
     }
     let rx = app.approvals.subscribe();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let ev = SseEvent::default().event("changed").data("{}");
-                    return Some((Ok::<_, std::convert::Infallible>(ev), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        match rx.recv().await {
+            Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                let ev = SseEvent::default().event("changed").data("{}");
+                Some((Ok::<_, std::convert::Infallible>(ev), rx))
             }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
         }
     });
     let mut resp = Sse::new(stream)
