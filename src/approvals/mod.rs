@@ -633,6 +633,8 @@ impl App {
 pub struct Approvals {
     changes: tokio::sync::broadcast::Sender<()>,
     webhook: Option<(reqwest::Client, String)>,
+    /// True once the server stops: open event streams end, so graceful shutdown is not held.
+    closing: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Approvals {
@@ -646,7 +648,29 @@ impl Approvals {
                 .ok()
                 .map(|c| (c, url))
         });
-        Self { changes, webhook }
+        let (closing, _) = tokio::sync::watch::channel(false);
+        Self {
+            changes,
+            webhook,
+            closing: std::sync::Arc::new(closing),
+        }
+    }
+
+    /// Ends the open event streams once `stop` turns true (the server is stopping).
+    pub fn close_on(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let closing = self.closing.clone();
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            closing.send_replace(true);
+        });
+    }
+
+    /// Resolves when the server stops.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
     }
 
     /// Something changed: open pages reload their list.

@@ -782,3 +782,22 @@ async fn bad_requests(h: H, _hook: Hook) -> H {
     h
 }
 approvals_test!(bad_requests);
+
+/// An open live list does not hold the server's graceful shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_end_at_shutdown() {
+    let (h, _hook) = start(Backend::Sqlite, "event_streams_end_at_shutdown")
+        .await
+        .unwrap();
+    let p = person(&h, "ada@example.com", &[Role::Approver]).await;
+    let mut events = get(&h, "/approvals/events", Some(&p)).await;
+    assert_eq!(events.status(), StatusCode::OK);
+    let reader = tokio::spawn(async move { while let Ok(Some(_)) = events.chunk().await {} });
+    tokio::time::timeout(std::time::Duration::from_secs(10), h.finish())
+        .await
+        .expect("shutdown waited for the event stream");
+    tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+        .await
+        .unwrap()
+        .unwrap();
+}

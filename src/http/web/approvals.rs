@@ -276,13 +276,17 @@ async fn events(State(app): State<AppState>, headers: HeaderMap) -> Response {
         return json_error(StatusCode::UNAUTHORIZED, "not signed in");
     }
     let rx = app.approvals.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        match rx.recv().await {
-            Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                let ev = SseEvent::default().event("changed").data("{}");
-                Some((Ok::<_, std::convert::Infallible>(ev), rx))
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+    let closed = Box::pin(app.approvals.closed());
+    let stream = futures_util::stream::unfold((rx, closed), |(mut rx, mut closed)| async move {
+        tokio::select! {
+            () = &mut closed => None,
+            got = rx.recv() => match got {
+                Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let ev = SseEvent::default().event("changed").data("{}");
+                    Some((Ok::<_, std::convert::Infallible>(ev), (rx, closed)))
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+            },
         }
     });
     let mut resp = Sse::new(stream)
