@@ -28,7 +28,12 @@ async fn metadata_lists_what_is_implemented(h: H) -> H {
         assert_eq!(v["revocation_endpoint"], format!("{}/revoke", h.base));
         assert_eq!(
             v["grant_types_supported"],
-            serde_json::json!(["client_credentials", "authorization_code", "refresh_token"])
+            serde_json::json!([
+                "client_credentials",
+                "authorization_code",
+                "refresh_token",
+                "urn:openid:params:grant-type:ciba"
+            ])
         );
         assert_eq!(
             v["token_endpoint_auth_methods_supported"],
