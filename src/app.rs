@@ -53,6 +53,8 @@ pub struct App {
     pub humans: crate::humans::Humans,
     /// Client ID Metadata Documents fetched and still fresh.
     pub client_documents: crate::clients::cimd::DocumentCache,
+    /// Human approval requests: live changes and the webhook.
+    pub approvals: crate::approvals::Approvals,
     registry: ArcSwap<Registry>,
     revocations_synced_at: AtomicI64,
 }
@@ -143,6 +145,7 @@ impl App {
         let trust = crate::oauth::trust::Trust::new(&config.trusted_issuers);
         let humans = crate::humans::Humans::new(&issuer, &config);
         let app = Arc::new(Self {
+            approvals: crate::approvals::Approvals::new(&config),
             humans,
             token_endpoint: format!("{issuer}/token"),
             issuer,
@@ -260,6 +263,7 @@ impl App {
             tasks.push(self.spawn_redis_listener(redis.clone()));
             tasks.push(self.spawn_redis_pinger(redis.clone()));
         }
+        tasks.push(crate::approvals::spawn_sweeper(self));
         let weak = Arc::downgrade(self);
         let every = std::time::Duration::from_millis(self.config.refresh_interval_ms.max(50));
         tasks.push(tokio::spawn(async move {

@@ -122,6 +122,21 @@ pub struct Config {
     /// and approves every consent without a page. Refused at start unless Mandate listens on
     /// loopback; logged at WARN on start and on every use (`MANDATE_DEV_AUTO_APPROVE_EMAIL`).
     pub dev_auto_approve_email: Option<String>,
+    /// Lifetime of a token issued on a human's approval (CIBA), seconds
+    /// (`MANDATE_APPROVAL_TOKEN_TTL_SECS`).
+    pub approval_token_ttl_secs: i64,
+    /// How long an approval request waits for a decision unless the agent asks for less
+    /// (`requested_expiry`), seconds (`MANDATE_APPROVAL_DEFAULT_EXPIRY_SECS`).
+    pub approval_default_expiry_secs: i64,
+    /// Longest `requested_expiry` accepted, seconds (`MANDATE_APPROVAL_MAX_EXPIRY_SECS`).
+    pub approval_max_expiry_secs: i64,
+    /// Minimum seconds between two polls of one approval request (`MANDATE_APPROVAL_POLL_INTERVAL_SECS`).
+    pub approval_poll_interval_secs: i64,
+    /// Seconds finished approval requests are kept before cleanup (`MANDATE_APPROVAL_RETENTION_SECS`).
+    pub approval_retention_secs: i64,
+    /// Webhook told of each new approval request (JSON with a Slack-compatible `text`); none
+    /// by default (`MANDATE_APPROVAL_WEBHOOK_URL`).
+    pub approval_webhook_url: Option<String>,
 }
 
 /// `[oidc]`: sign-in through an upstream OpenID Connect provider (Entra, Okta, Keycloak,
@@ -219,6 +234,12 @@ impl Default for Config {
             cimd_fetch_timeout_ms: 3000,
             dev_allow_loopback_clients: false,
             dev_auto_approve_email: None,
+            approval_token_ttl_secs: 60,
+            approval_default_expiry_secs: 300,
+            approval_max_expiry_secs: 1800,
+            approval_poll_interval_secs: 5,
+            approval_retention_secs: 604_800,
+            approval_webhook_url: None,
         }
     }
 }
@@ -405,6 +426,17 @@ impl Config {
         if crate::clients::dcr::RegistrationPolicy::parse(&self.registration_policy).is_none() {
             return Err(ConfigError::Invalid(
                 "registration_policy must be open, initial_access_token or off".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.approval_token_ttl_secs)
+            || !(1..=self.approval_max_expiry_secs).contains(&self.approval_default_expiry_secs)
+            || !(1..=60).contains(&self.approval_poll_interval_secs)
+            || self.approval_retention_secs < 0
+        {
+            return Err(ConfigError::Invalid(
+                "approval_*: token ttl 1..=3600, default expiry 1..=max expiry, poll interval \
+                 1..=60, retention >= 0"
+                    .into(),
             ));
         }
         if !(10..=600).contains(&self.authorization_code_ttl_secs) {

@@ -4,6 +4,7 @@
 //! (sea-orm), `sessions` (revocation, replay), `tokens` (keys, JWTs), `clock`.
 pub mod agents;
 pub mod app;
+pub mod approvals;
 pub mod audit;
 pub mod clients;
 pub mod clock;

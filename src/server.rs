@@ -168,6 +168,7 @@ pub async fn start(
     let upkeep = app.spawn_upkeep();
     let router = crate::http::router(AppState(app.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
+    app.approvals.close_on(stop_rx.clone());
     let external = {
         let stop_tx = stop_tx.clone();
         tokio::spawn(async move {

@@ -9,6 +9,7 @@ mod m0004_policies;
 mod m0005_humans;
 mod m0006_clients;
 mod m0007_agent_groups;
+mod m0009_approvals;
 
 pub struct Migrator;
 
@@ -21,8 +22,9 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_sessions::Migration),
             Box::new(m0004_policies::Migration),
             Box::new(m0005_humans::Migration),
-            Box::new(m0007_agent_groups::Migration),
             Box::new(m0006_clients::Migration),
+            Box::new(m0007_agent_groups::Migration),
+            Box::new(m0009_approvals::Migration),
         ]
     }
 }

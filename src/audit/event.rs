@@ -66,6 +66,12 @@ pub mod kinds {
     pub const CONSENT_REVOKED: Kind = Kind("consent.revoked");
     pub const CLIENT_REGISTERED: Kind = Kind("client.registered");
     pub const CLIENT_DELETED: Kind = Kind("client.deleted");
+    pub const APPROVAL_REQUESTED: Kind = Kind("approval.requested");
+    pub const APPROVAL_NOTIFIED: Kind = Kind("approval.notified");
+    pub const APPROVAL_VIEWED: Kind = Kind("approval.viewed");
+    pub const APPROVAL_APPROVED: Kind = Kind("approval.approved");
+    pub const APPROVAL_DENIED: Kind = Kind("approval.denied");
+    pub const APPROVAL_REDEEMED: Kind = Kind("approval.redeemed");
 
     /// The kinds a query may filter on.
     pub const ALL: &[Kind] = &[
@@ -105,6 +111,12 @@ pub mod kinds {
         CONSENT_REVOKED,
         CLIENT_REGISTERED,
         CLIENT_DELETED,
+        APPROVAL_REQUESTED,
+        APPROVAL_NOTIFIED,
+        APPROVAL_VIEWED,
+        APPROVAL_APPROVED,
+        APPROVAL_DENIED,
+        APPROVAL_REDEEMED,
     ];
 }
 

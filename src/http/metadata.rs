@@ -65,6 +65,12 @@ pub fn document(app: &crate::app::App) -> Value {
         doc["authorization_grant_profiles_supported"] =
             json!([crate::oauth::grants::jwt_bearer::ID_JAG_PROFILE]);
     }
+    // Step-up (OpenID CIBA poll mode, RFC 9396, RFC 9470): src/approvals/.
+    doc["backchannel_authentication_endpoint"] = format!("{iss}/bc-authorize").into();
+    doc["backchannel_token_delivery_modes_supported"] = json!(["poll"]);
+    doc["backchannel_user_code_parameter_supported"] = false.into();
+    doc["authorization_details_types_supported"] = json!([crate::approvals::DETAIL_TYPE]);
+    doc["acr_values_supported"] = json!([crate::approvals::ACR]);
     if app.registration_policy() != crate::clients::dcr::RegistrationPolicy::Off {
         doc["registration_endpoint"] = format!("{iss}/register").into();
     }

@@ -1,5 +1,6 @@
 //! HTTP: routers, extractors and the one place where errors become responses.
 mod admin;
+mod approvals;
 mod audit;
 mod authorize;
 mod authzen;
@@ -26,6 +27,7 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.request_timeout_secs.max(1));
     Router::new()
         .merge(oauth::routes())
+        .merge(approvals::routes())
         .merge(authorize::routes())
         .merge(metadata::routes())
         .merge(ops::routes())
@@ -51,6 +53,7 @@ pub fn router(state: AppState) -> Router {
 fn endpoint_label(path: Option<&str>) -> &'static str {
     match path {
         Some("/token") => "token",
+        Some("/bc-authorize") => "bc_authorize",
         Some("/introspect") => "introspect",
         Some("/revoke") => "revoke",
         Some("/authorize" | "/authorize/consent") => "authorize",

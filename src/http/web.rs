@@ -3,6 +3,7 @@
 //! [`crate::humans::web::html`]; every form carries the session's CSRF token, and the JSON
 //! endpoints the page script calls accept only same-origin `application/json` requests.
 mod account;
+mod approvals;
 mod enrol;
 mod login;
 
@@ -26,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .merge(login::routes())
         .merge(enrol::routes())
         .merge(account::routes())
+        .merge(approvals::routes())
 }
 
 /// The static assets, compiled into the binary.
@@ -39,6 +41,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "webauthn.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../static/webauthn.js"),
+    ),
+    (
+        "approvals.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/approvals.js"),
     ),
 ];
 

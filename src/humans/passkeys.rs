@@ -240,10 +240,13 @@ pub async fn start_registration(
 
 /// Finishes a registration: verifies the attestation (format "none" accepted), stores the
 /// passkey under `name`, and uses up the enrolment link when the ceremony started at one.
+/// `expect_human`: the signed-in person adding a passkey from the account page; a ceremony
+/// started by anyone else is refused before anything is stored.
 pub async fn finish_registration(
     app: &App,
     ceremony: &str,
     link: Option<&str>,
+    expect_human: Option<&str>,
     name: &str,
     credential: &RegisterPublicKeyCredential,
 ) -> Result<(Human, PasskeyView), PasskeyError> {
@@ -260,7 +263,7 @@ pub async fn finish_registration(
         return Err(PasskeyError::Ceremony);
     };
     let link_hash = link.map(|l| crate::secrets::hex(&crate::secrets::hash(l)));
-    if state.link != link_hash {
+    if state.link != link_hash || expect_human.is_some_and(|e| e != human_id) {
         return Err(PasskeyError::Ceremony);
     }
     let human = super::active(&app.store, &human_id)
@@ -377,26 +380,61 @@ pub async fn finish_login(
     ceremony: &str,
     credential: &PublicKeyCredential,
 ) -> Result<Human, PasskeyError> {
-    let wa = app
-        .humans
-        .webauthn
-        .as_ref()
-        .ok_or(PasskeyError::Unavailable)?;
     let now = app.clock.now();
     let Some((Some(human_id), auth)) =
         take_ceremony::<PasskeyAuthentication>(&app.store, now, "passkey_login", ceremony).await?
     else {
         return Err(PasskeyError::Ceremony);
     };
+    finish_assertion(app, &human_id, &auth, credential).await
+}
+
+/// Starts an assertion by one of `human_id`'s passkeys (user verification required); the
+/// caller stores the returned state in a ceremony of its own kind.
+pub async fn start_assertion(
+    app: &App,
+    human_id: &str,
+) -> Result<(RequestChallengeResponse, PasskeyAuthentication), PasskeyError> {
+    let wa = app
+        .humans
+        .webauthn
+        .as_ref()
+        .ok_or(PasskeyError::Unavailable)?;
+    let creds: Vec<Passkey> = passkeys_of(&app.store, human_id)
+        .await?
+        .into_iter()
+        .map(|(_, pk)| pk)
+        .collect();
+    if creds.is_empty() {
+        return Err(PasskeyError::NoPasskey);
+    }
+    wa.start_passkey_authentication(&creds)
+        .map_err(|e| PasskeyError::Rejected(e.to_string()))
+}
+
+/// Verifies an assertion against the ceremony state `auth` taken for `human_id`: one of their
+/// passkeys, user verification, a signature counter above the stored one; updates the counter.
+pub async fn finish_assertion(
+    app: &App,
+    human_id: &str,
+    auth: &PasskeyAuthentication,
+    credential: &PublicKeyCredential,
+) -> Result<Human, PasskeyError> {
+    let wa = app
+        .humans
+        .webauthn
+        .as_ref()
+        .ok_or(PasskeyError::Unavailable)?;
+    let now = app.clock.now();
     // The ceremony state holds the counters as they were at its start; the stored ones may
     // have moved since (another sign-in in between), so check against the stored value too.
     let res = wa
-        .finish_passkey_authentication(credential, &auth)
+        .finish_passkey_authentication(credential, auth)
         .map_err(|e| PasskeyError::Rejected(e.to_string()))?;
     if !res.user_verified() {
         return Err(PasskeyError::Rejected("user not verified".into()));
     }
-    let human = super::active(&app.store, &human_id)
+    let human = super::active(&app.store, human_id)
         .await?
         .ok_or(PasskeyError::Person)?;
     let cred_bytes: &[u8] = res.cred_id().as_ref();

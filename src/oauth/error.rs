@@ -35,6 +35,16 @@ pub enum OAuthError {
     TemporarilyUnavailable(Text),
     /// A bug or an unreadable store (500); the detail is internal only.
     ServerError(Text),
+    /// OpenID CIBA §11: the person has not decided yet.
+    AuthorizationPending,
+    /// OpenID CIBA §11: polled faster than the interval (now `interval` seconds).
+    SlowDown,
+    /// OpenID CIBA §11: the request expired.
+    ExpiredToken,
+    /// OpenID CIBA §11/§13: refused (the approver's reason, or policy).
+    AccessDenied(Text),
+    /// OpenID CIBA §13: `login_hint` names nobody who may approve.
+    UnknownUserId(Text),
 }
 
 impl OAuthError {
@@ -52,6 +62,11 @@ impl OAuthError {
             Self::InvalidToken => "invalid_token",
             Self::TemporarilyUnavailable(_) => "temporarily_unavailable",
             Self::ServerError(_) => "server_error",
+            Self::AuthorizationPending => "authorization_pending",
+            Self::SlowDown => "slow_down",
+            Self::ExpiredToken => "expired_token",
+            Self::AccessDenied(_) => "access_denied",
+            Self::UnknownUserId(_) => "unknown_user_id",
         }
     }
 
@@ -74,7 +89,12 @@ impl OAuthError {
             | Self::UnauthorizedClient(d)
             | Self::InvalidScope(d)
             | Self::InvalidTarget(d)
-            | Self::TemporarilyUnavailable(d) => Some(d),
+            | Self::TemporarilyUnavailable(d)
+            | Self::AccessDenied(d)
+            | Self::UnknownUserId(d) => Some(d),
+            Self::AuthorizationPending => Some("the approver has not decided yet"),
+            Self::SlowDown => Some("polling too fast: wait longer between requests"),
+            Self::ExpiredToken => Some("the approval request expired"),
             Self::InvalidClient { .. } => Some("client authentication failed"),
             Self::UnsupportedGrantType => Some("grant_type is not supported"),
             Self::UnsupportedResponseType => {

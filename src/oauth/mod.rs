@@ -47,10 +47,16 @@ pub const GRANT_TYPES: &[&str] = &[
     "refresh_token",
     grants::token_exchange::GRANT_TYPE,
     grants::jwt_bearer::GRANT_TYPE,
+    grants::ciba::GRANT_TYPE,
 ];
 
 impl App {
-    fn auth_env<'a>(&'a self, registry: &'a Registry, now: i64, peer: IpAddr) -> AuthEnv<'a> {
+    pub(crate) fn auth_env<'a>(
+        &'a self,
+        registry: &'a Registry,
+        now: i64,
+        peer: IpAddr,
+    ) -> AuthEnv<'a> {
         AuthEnv {
             registry,
             issuer: &self.issuer,
@@ -92,6 +98,10 @@ impl App {
                 return self.person_token(authorization, &p, grant_type, seen).await;
             }
             _ => {}
+        }
+        if grant_type == grants::ciba::GRANT_TYPE {
+            // A human's approval of one call (src/approvals/).
+            return self.ciba_token(peer, authorization, &p, seen).await;
         }
         let client =
             client_auth::authenticate(&self.auth_env(&registry, now, peer), authorization, &p)
@@ -251,6 +261,12 @@ impl App {
             "token_type": "Bearer",
             "env": c.env,
         });
+        if let Some(a) = &c.approval
+            && let (Ok(serde_json::Value::Object(extra)), Some(obj)) =
+                (serde_json::to_value(a), answer.as_object_mut())
+        {
+            obj.extend(extra);
+        }
         if let Some(agent) = agent {
             answer["env"] = agent.environment.clone().into();
             answer["trust_level"] = agent.trust_level.as_str().into();

@@ -375,6 +375,7 @@ mod tests {
             sid: Some("ses_1".into()),
             env: Some("dev".into()),
             act: None,
+            approval: None,
         }
     }
 

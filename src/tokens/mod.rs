@@ -26,6 +26,19 @@ pub struct AccessClaims {
     /// RFC 8693 §4.1: the current actor, with the prior actors nested below (delegation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Act>,
+    /// A human's approval of this exact transaction (CIBA grant, src/approvals/).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Box<ApprovalClaims>>,
+}
+
+/// What a token issued on a human's approval carries (RFC 9396, RFC 9470).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApprovalClaims {
+    pub authorization_details: serde_json::Value,
+    pub acr: String,
+    pub auth_time: i64,
+    /// The approving person's id.
+    pub approver: String,
 }
 
 /// An RFC 8693 §4.1 `act` claim: who acts, and who acted before (nested). Only the outermost

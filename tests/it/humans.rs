@@ -522,8 +522,53 @@ async fn assertions_for_another_person_or_replayed_are_refused(h: H) -> H {
     let mut bob = SoftPasskey::new(true);
     let l1 = invite(&h, "ada@example.com", &[Role::Admin]).await;
     let l2 = invite(&h, "bob@example.com", &[Role::Viewer]).await;
-    assert!(enrol(&h, &l1, &mut ada).await.status().is_success());
-    assert!(enrol(&h, &l2, &mut bob).await.status().is_success());
+    let ada_sid = session_cookie(&enrol(&h, &l1, &mut ada).await).unwrap();
+    let bob_sid = session_cookie(&enrol(&h, &l2, &mut bob).await).unwrap();
+
+    // A passkey ceremony Ada started on her account page cannot be finished in Bob's session
+    // (Bob's authenticator would otherwise become a passkey of Ada's).
+    let ada_csrf = csrf_of(&h, &ada_sid).await;
+    let bob_csrf = csrf_of(&h, &bob_sid).await;
+    let started: Value = script_post(
+        &h,
+        "/account/passkeys/start",
+        json!({}),
+        Some(&ada_sid),
+        Some(&ada_csrf),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let mut mallory = SoftPasskey::new(true);
+    let cred = mallory
+        .do_registration(
+            origin(&h),
+            serde_json::from_value(started["options"].clone()).unwrap(),
+        )
+        .unwrap();
+    let r = script_post(
+        &h,
+        "/account/passkeys/finish",
+        json!({"ceremony": started["ceremony"], "name": "mallory", "credential": cred}),
+        Some(&bob_sid),
+        Some(&bob_csrf),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let ada_id = humans::find_by_email(&h.app().store, "ada@example.com")
+        .await
+        .unwrap()
+        .unwrap()
+        .human
+        .id;
+    assert_eq!(
+        humans::list_passkeys(&h.app().store, &ada_id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Bob's passkey answers the challenge of Ada's sign-in: refused.
     let (ada_ceremony, ada_rcr) = login_start(&h, "ada@example.com").await;

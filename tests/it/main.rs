@@ -9,6 +9,7 @@
 mod harness;
 
 mod admin_api;
+mod approvals;
 mod audit;
 mod authorize;
 mod client_auth;

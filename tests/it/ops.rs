@@ -33,7 +33,8 @@ async fn metadata_lists_what_is_implemented(h: H) -> H {
                 "authorization_code",
                 "refresh_token",
                 "urn:ietf:params:oauth:grant-type:token-exchange",
-                "urn:ietf:params:oauth:grant-type:jwt-bearer"
+                "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                "urn:openid:params:grant-type:ciba"
             ])
         );
         // Only with an ID-JAG issuer configured (see tests/it/delegation.rs).

@@ -110,16 +110,22 @@ async fn finish(
         Err(r) => return r,
     };
     let name = f.name.as_deref().unwrap_or("Passkey");
-    let (human, _) =
-        match passkeys::finish_registration(&app, &f.ceremony, Some(&token), name, &f.credential)
-            .await
-        {
-            Ok(v) => v,
-            Err(e) => {
-                hw::audit_failed_sign_in(&app, "enrolment", "", e.reason()).await;
-                return passkey_failure(&e);
-            }
-        };
+    let (human, _) = match passkeys::finish_registration(
+        &app,
+        &f.ceremony,
+        Some(&token),
+        None,
+        name,
+        &f.credential,
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            hw::audit_failed_sign_in(&app, "enrolment", "", e.reason()).await;
+            return passkey_failure(&e);
+        }
+    };
     match hw::start_session(&app, &human.id, "passkey").await {
         Ok(cookie) => with_cookie(json_ok(json!({ "redirect": "/account" })), cookie),
         Err(e) => passkey_failure(&passkeys::PasskeyError::Store(e)),

@@ -323,6 +323,7 @@ impl App {
             sid: Some(family.sid.clone()),
             env: Some(server.environment.clone()),
             act: None,
+            approval: None,
         };
         if claims.exp <= now {
             return Err(OAuthError::InvalidGrant("the grant has expired".into()));

@@ -160,6 +160,7 @@ pub fn decide(
         sid: None,
         env: Some(agent.environment.clone()),
         act: None,
+        approval: None,
     };
     Ok(Grant { claims, step_up })
 }

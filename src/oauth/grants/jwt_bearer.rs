@@ -241,6 +241,7 @@ impl App {
             sid: None,
             env: Some(agent.environment.clone()),
             act: None,
+            approval: None,
         };
         self.issue_delegated(
             registry,

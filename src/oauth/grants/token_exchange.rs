@@ -516,6 +516,7 @@ impl App {
             sid: None,
             env: Some(agent.environment.clone()),
             act,
+            approval: None,
         };
         let session = match &ours {
             Some(c) => SessionOf::Kept(c.sid.clone()),
@@ -619,6 +620,7 @@ impl App {
             sid: None,
             env: c.env.clone(),
             act: Some(act),
+            approval: None,
         };
         self.issue_delegated(
             registry,
