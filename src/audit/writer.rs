@@ -516,3 +516,105 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "localhost",
+            "LocalHost",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "10.0.0.1",
+            "db.example.com",
+            "::2",
+            "localhost.example.com",
+            "",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn tls_kept_unless_only_preferred_on_loopback() {
+        use sqlx::postgres::{PgConnectOptions, PgSslMode};
+        let mode = |url: &str| {
+            let o: PgConnectOptions = url.parse().unwrap();
+            plain_on_loopback(o).get_ssl_mode()
+        };
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/db?sslmode=prefer"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            mode("postgres://u@localhost/db?sslmode=prefer"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/db?sslmode=require"),
+            PgSslMode::Require
+        ));
+        assert!(matches!(
+            mode("postgres://u@db.example.com/db?sslmode=prefer"),
+            PgSslMode::Prefer
+        ));
+    }
+
+    /// The writer's own PostgreSQL connection really commits asynchronously and, on loopback,
+    /// without TLS (runs when `MANDATE_TEST_DATABASE_URL` names a PostgreSQL database).
+    #[tokio::test]
+    async fn postgres_writer_connection_settings() {
+        let Ok(url) = std::env::var("MANDATE_TEST_DATABASE_URL") else {
+            return;
+        };
+        let one = |sql: &str| Statement::from_string(DbBackend::Postgres, sql);
+        let target = Target { url, schema: None };
+        let store = connect(&target, false).await.unwrap();
+        let r = store
+            .db
+            .query_one_raw(one("SHOW synchronous_commit"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.try_get::<String>("", "synchronous_commit").unwrap(),
+            "off"
+        );
+        let loopback = target
+            .url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .map(|o| is_loopback(o.get_host()) && o.get_socket().is_none())
+            .unwrap();
+        let r = store
+            .db
+            .query_one_raw(one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        if loopback {
+            assert!(!r.try_get::<bool>("", "ssl").unwrap());
+        }
+        let store = connect(&target, true).await.unwrap();
+        let r = store
+            .db
+            .query_one_raw(one("SHOW synchronous_commit"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(
+            r.try_get::<String>("", "synchronous_commit").unwrap(),
+            "off"
+        );
+    }
+}
