@@ -16,7 +16,8 @@ use crate::oauth::{OAuthError, Params, scopes};
 use crate::policy::{Facts, Outcome};
 use entity::approval_request as row;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+    sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -364,12 +365,8 @@ impl App {
                 .filter(may_approve),
         };
         // Policy: each tool must be permitted with a human's approval.
-        let mut facts = Facts::for_agent(
-            &agent,
-            now,
-            self.config.policy_offset_secs(now),
-            Some(peer),
-        );
+        let mut facts =
+            Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), Some(peer));
         facts.approved = true;
         facts.approver = approver.as_ref().map(|h| h.email.clone());
         let engine = &registry.policy;
@@ -410,21 +407,23 @@ impl App {
             last_polled_at: Set(None),
             poll_interval: Set(self.config.approval_poll_interval_secs),
         };
-        let m = m.insert(&self.store.db).await.map_err(store_err)?;
-        let mut ev = Event::new(
-            kinds::APPROVAL_REQUESTED,
-            now,
-            Actor::new(ActorKind::Agent, &agent.id),
-        )
-        .subject(&id)
-        .agent(&agent.id)
-        .server(&server.id);
+        // The request and its `approval.requested` event commit together, or neither.
+        let actor = Actor::new(ActorKind::Agent, &agent.id);
+        let mut ev = Event::new(kinds::APPROVAL_REQUESTED, now, actor.clone())
+            .subject(&id)
+            .agent(&agent.id)
+            .server(&server.id);
         ev.tool = tools.first().cloned();
         ev.reasons = reasons;
         ev.source = Some(peer);
-        if self.audit.record(ev).await.is_err() {
-            tracing::warn!(request = %id, "audit unavailable for approval.requested");
-        }
+        let tx = self.store.db.begin().await.map_err(store_err)?;
+        let m = m.insert(&tx).await.map_err(store_err)?;
+        self.audit
+            .trail(actor)
+            .record(&tx, now, ev)
+            .await
+            .map_err(store_err)?;
+        tx.commit().await.map_err(store_err)?;
         self.approvals.changed();
         Ok(BcResponse {
             auth_req_id,

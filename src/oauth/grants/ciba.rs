@@ -123,12 +123,8 @@ impl App {
                 "the agent is suspended".into(),
             ));
         }
-        let mut facts = Facts::for_agent(
-            &agent,
-            now,
-            self.config.policy_offset_secs(now),
-            Some(peer),
-        );
+        let mut facts =
+            Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), Some(peer));
         facts.approved = true;
         facts.approver = Some(approver.email.clone());
         let engine = &registry.policy;
