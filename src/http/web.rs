@@ -120,6 +120,28 @@ pub(super) fn json_error(status: StatusCode, message: &str) -> Response {
     resp
 }
 
+/// The signed-in person of a page-script call carrying the session's CSRF token in
+/// `X-CSRF-Token`.
+pub(super) async fn script_caller(
+    app: &AppState,
+    headers: &HeaderMap,
+) -> Result<SignedIn, Response> {
+    let Some(who) = hw::current(app, headers).await else {
+        return Err(json_error(StatusCode::UNAUTHORIZED, "not signed in"));
+    };
+    let token = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !hw::csrf_ok(&who, token) {
+        return Err(json_error(
+            StatusCode::FORBIDDEN,
+            "missing or wrong CSRF token",
+        ));
+    }
+    Ok(who)
+}
+
 /// A JSON answer for the page script, never cached.
 pub(super) fn json_ok(value: serde_json::Value) -> Response {
     super::no_store_json(value)

@@ -1,6 +1,6 @@
 //! `/account`: who is signed in, their passkeys (add, rename, remove), sign-out.
 use super::enrol::Finish;
-use super::{field, json_error, json_ok, passkey_failure, script_json, signed_in_form};
+use super::{field, json_ok, passkey_failure, script_caller, script_json, signed_in_form};
 use crate::app::AppState;
 use crate::humans::web::{self as hw, SignedIn};
 use crate::humans::{self, PasskeyView, passkeys};
@@ -63,25 +63,6 @@ fn server_error(e: &AdminError) -> Response {
         "Error",
         "Try again later.",
     )
-}
-
-/// The signed-in person of a page-script call carrying the session's CSRF token in
-/// `X-CSRF-Token`.
-async fn script_caller(app: &AppState, headers: &HeaderMap) -> Result<SignedIn, Response> {
-    let Some(who) = hw::current(app, headers).await else {
-        return Err(json_error(StatusCode::UNAUTHORIZED, "not signed in"));
-    };
-    let token = headers
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !hw::csrf_ok(&who, token) {
-        return Err(json_error(
-            StatusCode::FORBIDDEN,
-            "missing or wrong CSRF token",
-        ));
-    }
-    Ok(who)
 }
 
 async fn add_start(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {

@@ -1,6 +1,6 @@
 //! The approver's side: pending requests, and approve/deny with a passkey check bound to the
 //! request and its details.
-use super::{json_error, json_ok, passkey_failure, script_json};
+use super::{json_error, json_ok, passkey_failure, script_caller, script_json};
 use crate::app::AppState;
 use crate::approvals::DecideError;
 use crate::humans::web::{self as hw, SignedIn};
@@ -22,24 +22,6 @@ pub fn routes() -> Router<AppState> {
         .route("/approvals/{id}", get(detail_page))
         .route("/approvals/{id}/start", post(start))
         .route("/approvals/{id}/finish", post(finish))
-}
-
-/// The signed-in person of a page-script call carrying the session's CSRF token.
-async fn script_caller(app: &AppState, headers: &HeaderMap) -> Result<SignedIn, Response> {
-    let Some(who) = hw::current(app, headers).await else {
-        return Err(json_error(StatusCode::UNAUTHORIZED, "not signed in"));
-    };
-    let token = headers
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !hw::csrf_ok(&who, token) {
-        return Err(json_error(
-            StatusCode::FORBIDDEN,
-            "missing or wrong CSRF token",
-        ));
-    }
-    Ok(who)
 }
 
 pub(super) fn refused(e: &DecideError) -> Response {
