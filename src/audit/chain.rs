@@ -8,7 +8,7 @@ use super::event::{Event, GENESIS, Row};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
 /// Columns of `audit_events` written on append, in order.
-const COLUMNS: &[&str] = &[
+pub(crate) const COLUMNS: &[&str] = &[
     "id",
     "stream",
     "seq",
@@ -139,40 +139,6 @@ pub fn seal_rows(head: &Head, rows: &mut [Row]) -> Head {
         prev.clone_from(&r.hash);
     }
     Head { seq, hash: prev }
-}
-
-/// `INSERT INTO audit_events (...) SELECT * FROM (VALUES (...), ...) AS v` plus `guard`, with
-/// placeholders numbered from `first` (PostgreSQL) and the values appended to `values`.
-pub(crate) fn insert_select(
-    b: DbBackend,
-    rows: &[Row],
-    first: usize,
-    guard: &str,
-    values: &mut Vec<Value>,
-) -> String {
-    let mut sql = format!(
-        "INSERT INTO audit_events ({}) SELECT * FROM (VALUES ",
-        COLUMNS.join(", ")
-    );
-    let mut n = first - 1;
-    for (i, r) in rows.iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for j in 0..COLUMNS.len() {
-            if j > 0 {
-                sql.push(',');
-            }
-            n += 1;
-            sql.push_str(&ph(b, n));
-        }
-        sql.push(')');
-        push_values(values, r);
-    }
-    sql.push_str(") AS v ");
-    sql.push_str(guard);
-    sql
 }
 
 fn push_values(values: &mut Vec<Value>, r: &Row) {

@@ -16,6 +16,7 @@
 //! [`crate::secrets::fingerprint`] instead.
 pub mod chain;
 pub mod event;
+mod lite;
 pub mod query;
 pub mod record;
 pub mod retention;

@@ -8,19 +8,20 @@
 //! When the queue is full, `record` waits (back-pressure); nothing is dropped.
 //!
 //! The writer is its own thread with its own single-threaded runtime and its own database
-//! connection, so it depends on no caller's runtime. It keeps its stream head in memory and
+//! connection, so it depends on no caller's runtime. On SQLite it writes through
+//! [`super::lite`] on that thread. On PostgreSQL it keeps its stream head in memory and
 //! writes a batch in one round trip: a compare-and-set of the head and the insert, guarded by
-//! it (a single statement on PostgreSQL; one multi-statement transaction on SQLite). When
-//! another writer moved the head (a registry change recorded in its own transaction, another
-//! process with the same node name), it falls back to locking and re-reading the head and
-//! re-chains the batch.
-use super::chain::{self, Head, ROWS_PER_INSERT};
+//! it, in a single statement. When another writer moved the head (a registry change recorded
+//! in its own transaction, another process with the same node name), it falls back to
+//! locking and re-reading the head and re-chains the batch.
+use super::chain::{self, Head};
 use super::event::{Event, Row};
+use super::lite::Lite;
 use super::sink::Sink;
 use crate::clock::Clock;
 use crate::store::Store;
 use prometheus_client::metrics::counter::Counter;
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, TransactionTrait};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -256,8 +257,21 @@ async fn run(
         s.flush_interval_ms.max(10),
     ));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lite = match store.db.get_database_backend() {
+        DbBackend::Sqlite => match Lite::open(&target.url, s.sync_commit) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                // Every batch fails (and so every request that records): fail closed.
+                tracing::error!(error = %e, "audit writer cannot open the SQLite database");
+                None
+            }
+        },
+        _ => None,
+    };
     let mut w = State {
         store,
+        lite,
+        pg_fast: pg_fast_sql().into(),
         s,
         head: None,
         stats,
@@ -346,6 +360,10 @@ async fn run(
 
 struct State {
     store: Store,
+    /// SQLite: the connection batches are written through (`None` on PostgreSQL).
+    lite: Option<Lite>,
+    /// PostgreSQL: the fast path's statement ([`pg_fast_sql`]).
+    pg_fast: std::sync::Arc<str>,
     s: WriterSettings,
     /// The stream head as this writer last wrote it; `None` until read.
     head: Option<Head>,
@@ -394,6 +412,15 @@ impl State {
     }
 
     async fn write(&mut self, rows: &mut [Row], now: i64) -> Result<(), DbErr> {
+        if self.store.db.get_database_backend() == DbBackend::Sqlite {
+            let lite = self
+                .lite
+                .as_mut()
+                .ok_or_else(|| DbErr::Custom("the audit writer has no SQLite connection".into()))?;
+            lite.write(&self.s.stream, rows, now, self.s.checkpoint_every)
+                .map_err(|e| DbErr::Custom(format!("audit write: {e}")))?;
+            return Ok(());
+        }
         if let Some(h) = self.head.clone() {
             let new = chain::seal_rows(&h, rows);
             if self.fast(&h, &new, rows, now).await? {
@@ -402,17 +429,7 @@ impl State {
             }
         }
         // Slow path: lock and read the head, re-chain, write.
-        let db = &self.store.db;
-        let tx = match db.get_database_backend() {
-            DbBackend::Sqlite => {
-                db.begin_with_options(sea_orm::TransactionOptions {
-                    sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
-                    ..Default::default()
-                })
-                .await?
-            }
-            _ => db.begin().await?,
-        };
+        let tx = self.store.db.begin().await?;
         let head = chain::lock_head(&tx, &self.s.stream, now).await?;
         let new = chain::seal_rows(&head, rows);
         chain::write_rows(
@@ -443,78 +460,79 @@ impl State {
         self.head = Some(new.clone());
     }
 
-    /// One round trip: move the head from `old` to `new` if nobody else did, and insert the
-    /// rows only if that worked. False when the head had moved (nothing written).
+    /// PostgreSQL, one round trip: move the head from `old` to `new` if nobody else did, and
+    /// insert the rows only if that worked. False when the head had moved (nothing written).
+    /// One prepared statement for any batch size: the rows go as one array per column.
     async fn fast(&self, old: &Head, new: &Head, rows: &[Row], now: i64) -> Result<bool, DbErr> {
-        let db = &self.store.db;
-        let b = db.get_database_backend();
-        let stream = &self.s.stream;
-        let cas: Vec<Value> = vec![
-            new.seq.into(),
-            new.hash.clone().into(),
-            now.into(),
-            stream.clone().into(),
-            old.seq.into(),
-            old.hash.clone().into(),
-        ];
-        match b {
-            DbBackend::Postgres if rows.len() <= 3000 => {
-                let mut values = cas;
-                let insert =
-                    chain::insert_select(b, rows, 7, "WHERE EXISTS (SELECT 1 FROM h)", &mut values);
-                let sql = format!(
-                    "WITH h AS (UPDATE audit_streams SET seq = $1, hash = $2, updated_at = $3 \
-                     WHERE stream = $4 AND seq = $5 AND hash = $6 RETURNING 1) {insert}"
-                );
-                let r = db
-                    .execute_raw(Statement::from_sql_and_values(b, sql, values))
-                    .await?;
-                Ok(r.rows_affected() == rows.len() as u64)
-            }
-            DbBackend::Sqlite => {
-                let mut values = cas;
-                let mut sql = String::from(
-                    "BEGIN IMMEDIATE; UPDATE audit_streams SET seq = ?, hash = ?, updated_at = ? \
-                     WHERE stream = ? AND seq = ? AND hash = ?;",
-                );
-                for chunk in rows.chunks(ROWS_PER_INSERT) {
-                    sql.push_str(&chain::insert_select(
-                        b,
-                        chunk,
-                        1,
-                        "WHERE EXISTS (SELECT 1 FROM audit_streams WHERE stream = ? AND seq = ? \
-                         AND hash = ?);",
-                        &mut values,
-                    ));
-                    values.extend([
-                        stream.clone().into(),
-                        new.seq.into(),
-                        new.hash.clone().into(),
-                    ]);
-                }
-                sql.push_str("SELECT seq, hash FROM audit_streams WHERE stream = ?; COMMIT;");
-                values.push(stream.clone().into());
-                let result = db
-                    .query_all_raw(Statement::from_sql_and_values(b, sql, values))
-                    .await;
-                let rows_out = match result {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // Whatever ran is undone; the connection leaves the transaction.
-                        let _ = db.execute_unprepared("ROLLBACK").await;
-                        return Err(e);
-                    }
-                };
-                let Some(r) = rows_out.first() else {
-                    return Ok(false);
-                };
-                let seq: i64 = r.try_get("", "seq")?;
-                let hash: String = r.try_get("", "hash")?;
-                Ok(seq == new.seq && hash == new.hash)
-            }
-            _ => Ok(false),
+        if self.store.db.get_database_backend() != DbBackend::Postgres {
+            return Ok(false);
         }
+        fn col<'a>(rows: &'a [Row], f: impl Fn(&'a Row) -> &'a str) -> Vec<&'a str> {
+            rows.iter().map(f).collect()
+        }
+        fn opt<'a>(
+            rows: &'a [Row],
+            f: impl Fn(&'a Row) -> &'a Option<String>,
+        ) -> Vec<Option<&'a str>> {
+            rows.iter().map(|r| f(r).as_deref()).collect()
+        }
+        // Built from constants only (`pg_fast_sql`): no input reaches the SQL text.
+        let r = sqlx::query(sqlx::AssertSqlSafe(self.pg_fast.clone()))
+            .bind(new.seq)
+            .bind(&new.hash)
+            .bind(now)
+            .bind(&self.s.stream)
+            .bind(old.seq)
+            .bind(&old.hash)
+            .bind(col(rows, |r| &r.id))
+            .bind(col(rows, |r| &r.stream))
+            .bind(rows.iter().map(|r| r.seq).collect::<Vec<i64>>())
+            .bind(rows.iter().map(|r| r.time).collect::<Vec<i64>>())
+            .bind(col(rows, |r| &r.node))
+            .bind(col(rows, |r| &r.kind))
+            .bind(col(rows, |r| &r.actor_kind))
+            .bind(col(rows, |r| &r.actor_id))
+            .bind(opt(rows, |r| &r.subject))
+            .bind(opt(rows, |r| &r.agent))
+            .bind(opt(rows, |r| &r.server))
+            .bind(opt(rows, |r| &r.tool))
+            .bind(opt(rows, |r| &r.action))
+            .bind(opt(rows, |r| &r.decision))
+            .bind(col(rows, |r| &r.reasons))
+            .bind(opt(rows, |r| &r.request_id))
+            .bind(opt(rows, |r| &r.source))
+            .bind(col(rows, |r| &r.details))
+            .bind(col(rows, |r| &r.prev_hash))
+            .bind(col(rows, |r| &r.hash))
+            .execute(self.store.db.get_postgres_connection_pool())
+            .await
+            .map_err(|e| DbErr::Custom(format!("audit write: {e}")))?;
+        Ok(r.rows_affected() == rows.len() as u64)
     }
+}
+
+/// The PostgreSQL fast path's statement: the head's compare-and-set, and the insert of
+/// `UNNEST`ed column arrays guarded by it (columns in [`chain::COLUMNS`] order).
+fn pg_fast_sql() -> String {
+    let arrays: Vec<String> = chain::COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let ty = if matches!(*c, "seq" | "time") {
+                "int8"
+            } else {
+                "text"
+            };
+            format!("${}::{ty}[]", i + 7)
+        })
+        .collect();
+    format!(
+        "WITH h AS (UPDATE audit_streams SET seq = $1, hash = $2, updated_at = $3 \
+         WHERE stream = $4 AND seq = $5 AND hash = $6 RETURNING 1) \
+         INSERT INTO audit_events ({}) SELECT * FROM UNNEST({}) WHERE EXISTS (SELECT 1 FROM h)",
+        chain::COLUMNS.join(", "),
+        arrays.join(", ")
+    )
 }
 
 #[cfg(test)]
