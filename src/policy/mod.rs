@@ -20,20 +20,28 @@ pub use entities::sensitivity_str as sensitivity_name;
 use crate::agents::Agent;
 use crate::registry::Registry;
 use crate::resources::{McpServer, Tool, ToolClass};
-use cache::{DecisionCache, Features};
+use cache::{DecisionCache, Features, PrincipalKey};
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, EntityId, EntityTypeName, EntityUid,
     PolicySet, Request, RestrictedExpression, Schema,
 };
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-/// The Cedar schema policies are validated against.
+/// The Cedar schema policies are validated against (version 2: `Agent` and `Human` principals).
 pub const SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
+/// Schema version 1 (`Agent` principals only, an attribute-less `Human`). A stored set that
+/// validates only against it still loads, in legacy mode: people acting through MCP clients
+/// are then evaluated as before, as low-trust agents (see [`Engine::legacy`]).
+pub const SCHEMA_V1: &str = include_str!("../../policies/v1/schema.cedarschema");
 /// The policies installed on first start.
 pub const DEFAULT_POLICIES: &str = include_str!("../../policies/default.cedar");
+/// The defaults installed by releases before schema version 2 (still stored by deployments
+/// that started then; they load in legacy mode).
+pub const DEFAULT_POLICIES_V1: &str = include_str!("../../policies/v1/default.cedar");
 
 /// Policy layer errors.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +112,37 @@ impl Decision {
     }
 }
 
+/// A person as policies see them: `Human::"<email>"` with `email` and `roles`. Built from
+/// what the request or token holds (never looked up while deciding).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HumanFacts {
+    /// Their email (the entity id); for a person named by an identity provider, the value of
+    /// its subject claim.
+    pub email: String,
+    /// Sorted, without duplicates (part of decision cache keys).
+    pub roles: Vec<String>,
+}
+
+impl HumanFacts {
+    pub fn new(email: impl Into<String>, roles: impl IntoIterator<Item = String>) -> Self {
+        let mut roles: Vec<String> = roles.into_iter().collect();
+        roles.sort_unstable();
+        roles.dedup();
+        Self {
+            email: email.into(),
+            roles,
+        }
+    }
+}
+
+/// The OAuth client a person acts through (`context.client`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ClientFacts {
+    pub id: String,
+    /// What the client calls itself; unknown when only its token is at hand.
+    pub name: Option<String>,
+}
+
 /// The request facts policies can read through `context` (see the schema).
 #[derive(Clone, Debug, Default)]
 pub struct Facts {
@@ -113,9 +152,12 @@ pub struct Facts {
     pub utc_offset_secs: i64,
     pub risk_score: i64,
     pub approved: bool,
-    pub approver: Option<String>,
-    /// The human the agent acts for, and their roles.
-    pub delegation: Option<(String, Vec<String>)>,
+    /// Who approved (in the context only when `approved`).
+    pub approver: Option<HumanFacts>,
+    /// The human the agent acts for (or the person acting through an MCP client).
+    pub delegation: Option<HumanFacts>,
+    /// The MCP client a person acts through.
+    pub client: Option<ClientFacts>,
     pub source_ip: Option<IpAddr>,
     /// The environment of the request; the agent's when empty.
     pub environment: String,
@@ -156,8 +198,16 @@ pub struct Engine {
     cache: DecisionCache,
 }
 
+/// The principal of one evaluation.
+#[derive(Clone, Copy)]
+enum Who<'a> {
+    Agent(&'a str),
+    Human(&'a HumanFacts),
+}
+
 struct Types {
     agent: EntityTypeName,
+    human: EntityTypeName,
     tool: EntityTypeName,
     server: EntityTypeName,
     actions: [EntityUid; 3],
@@ -168,6 +218,7 @@ impl Types {
         let action = |a: &str| EntityUid::from_str(&format!("Action::\"{a}\"")).ok();
         Some(Self {
             agent: EntityTypeName::from_str("Agent").ok()?,
+            human: EntityTypeName::from_str("Human").ok()?,
             tool: EntityTypeName::from_str("Tool").ok()?,
             server: EntityTypeName::from_str("McpServer").ok()?,
             actions: [action("read")?, action("write")?, action("execute")?],
@@ -218,6 +269,52 @@ pub fn schema() -> Result<Schema, PolicyError> {
         .map_err(|e| PolicyError::Invalid(format!("schema: {e}")))
 }
 
+/// Parses the version 1 schema (legacy sets).
+pub fn schema_v1() -> Result<Schema, PolicyError> {
+    Schema::from_cedarschema_str(SCHEMA_V1)
+        .map(|(s, _warnings)| s)
+        .map_err(|e| PolicyError::Invalid(format!("schema v1: {e}")))
+}
+
+/// The schema `compiled` was validated against (entities and requests must match it).
+pub fn schema_for(compiled: &Compiled) -> Result<Schema, PolicyError> {
+    if compiled.legacy {
+        schema_v1()
+    } else {
+        schema()
+    }
+}
+
+/// The agent standing for an MCP client acting for `person` under a legacy (schema version 1)
+/// policy set, as releases before Human principals evaluated it: trust level `low` (nobody
+/// vetted the client), in the server's environment, owned by the person.
+pub fn legacy_client_agent(client: &ClientFacts, person: &HumanFacts, server: &McpServer) -> Agent {
+    use crate::agents::{AgentStatus, AuthMethod, TrustLevel};
+    Agent {
+        id: client.id.clone(),
+        name: client.name.clone().unwrap_or_default(),
+        purpose: "MCP client acting for a person".into(),
+        justification: String::new(),
+        owner: person.email.clone(),
+        trust_level: TrustLevel::Low,
+        environment: server.environment.clone(),
+        allowed_resources: vec![server.resource.clone()],
+        scope_ceiling: ["tools:read", "tools:write", "tools:execute"]
+            .map(String::from)
+            .to_vec(),
+        token_ttl_cap: None,
+        status: AgentStatus::Active,
+        auth_method: AuthMethod::ClientSecretBasic,
+        jwks: None,
+        jwks_uri: None,
+        created_at: 0,
+        updated_at: 0,
+        session_lifetime_secs: None,
+        session_idle_secs: None,
+        groups: Vec::new(),
+    }
+}
+
 impl Engine {
     /// Compiles `source` (version `version`) against the registry. A set that does not compile
     /// (say, stored by an older release against an older schema) yields an engine that denies
@@ -228,11 +325,21 @@ impl Engine {
             ..Self::default()
         };
         let result = (|| -> Result<(), PolicyError> {
-            let schema = schema()?;
-            engine.entities = entities::build(registry, &schema).map_err(PolicyError::Invalid)?;
+            let mut schema = schema()?;
             if let Some(src) = source {
-                engine.compiled = Some(compile(src, &schema)?);
+                let compiled = compile(src, &schema)?;
+                if compiled.legacy {
+                    tracing::warn!(
+                        version,
+                        "the policy set in force was written for schema version 1: people \
+                         acting through MCP clients are evaluated as low-trust agents until a \
+                         set for version 2 is applied (see README \"Policies\")"
+                    );
+                    schema = schema_v1()?;
+                }
+                engine.compiled = Some(compiled);
             }
+            engine.entities = entities::build(registry, &schema).map_err(PolicyError::Invalid)?;
             engine.types = Types::new();
             engine.schema = Some(schema);
             Ok(())
@@ -258,6 +365,12 @@ impl Engine {
         }
     }
 
+    /// Whether the set in force was written for schema version 1 (no Human principals): people
+    /// acting through MCP clients are then evaluated as low-trust agents, as before.
+    pub fn legacy(&self) -> bool {
+        self.compiled.as_ref().is_some_and(|c| c.legacy)
+    }
+
     /// The policies in force.
     pub fn policies(&self) -> &[PolicyInfo] {
         self.compiled.as_ref().map_or(&[], |c| c.info.as_slice())
@@ -278,23 +391,80 @@ impl Engine {
         features: &Features,
         facts: &Facts,
     ) -> Arc<Decision> {
-        if let Some(d) = self
-            .cache
-            .get(&agent.id, &server.resource, &tool.name, features)
-        {
+        let key = PrincipalKey::Agent(agent.id.as_str().into());
+        if let Some(d) = self.cache.get(&key, &server.resource, &tool.name, features) {
             return d;
         }
         let d = Arc::new(self.evaluate(&agent.id, &tool_uid(server, tool), tool.class, facts));
         tracing::debug!(agent = %agent.id, tool = %tool.name, server = %server.resource,
             decision = d.decision.as_str(), reasons = ?d.reasons, "policy decision");
         self.cache.insert(
-            &agent.id,
+            key,
             &server.resource,
             &tool.name,
             features.clone(),
             d.clone(),
         );
         d
+    }
+
+    /// May `person`, acting through the MCP client `facts.client`, use `tool` of `server`?
+    /// The principal is `Human::"<email>"`; memoised per (email, roles, client, tool, features).
+    /// Under a legacy set the client is evaluated as a low-trust agent instead, as before.
+    pub fn decide_human(
+        &self,
+        person: &HumanFacts,
+        server: &McpServer,
+        tool: &Tool,
+        features: &Features,
+        facts: &Facts,
+    ) -> Arc<Decision> {
+        let key = PrincipalKey::Human {
+            email: person.email.as_str().into(),
+            roles: person.roles.clone(),
+            client: facts.client.clone(),
+        };
+        if let Some(d) = self.cache.get(&key, &server.resource, &tool.name, features) {
+            return d;
+        }
+        let d = Arc::new(self.evaluate_human(person, server, tool, facts));
+        tracing::debug!(human = %person.email, tool = %tool.name, server = %server.resource,
+            decision = d.decision.as_str(), reasons = ?d.reasons, "policy decision");
+        self.cache.insert(
+            key,
+            &server.resource,
+            &tool.name,
+            features.clone(),
+            d.clone(),
+        );
+        d
+    }
+
+    /// One uncached decision for a person acting through an MCP client (see
+    /// [`Engine::decide_human`]).
+    pub fn evaluate_human(
+        &self,
+        person: &HumanFacts,
+        server: &McpServer,
+        tool: &Tool,
+        facts: &Facts,
+    ) -> Decision {
+        let tool_id = tool_uid(server, tool);
+        if !self.legacy() {
+            return self.evaluate_core(
+                &self.entities,
+                Who::Human(person),
+                &tool_id,
+                tool.class,
+                facts,
+            );
+        }
+        let client = facts.client.clone().unwrap_or_default();
+        let agent = legacy_client_agent(&client, person, server);
+        let Some(entities) = self.entities_with(&agent) else {
+            return Decision::deny(vec!["the MCP client cannot be evaluated".into()]);
+        };
+        self.evaluate_core(&entities, Who::Agent(&agent.id), &tool_id, tool.class, facts)
     }
 
     /// May `agent_id` impersonate the human it acts for on `tool_id` (RFC 8693 token exchange
@@ -318,7 +488,11 @@ impl Engine {
             Ok(s) => s,
             Err(e) => return Decision::deny(vec![e.to_string()]),
         };
-        let request = context(facts, facts.approved)
+        let entities = match self.request_entities(&self.entities, None, facts) {
+            Ok(e) => e,
+            Err(e) => return Decision::deny(vec![e]),
+        };
+        let request = context(facts, facts.approved, c.legacy)
             .map_err(|e| format!("context: {e}"))
             .and_then(|ctx| {
                 Request::new(principal, action, resource, ctx, Some(schema))
@@ -326,10 +500,48 @@ impl Engine {
             });
         match request {
             Ok(r) => self
-                .run(&self.entities, &full, &r, &c.forbids)
+                .run(&entities, &full, &r, &c.forbids)
                 .into_decision(Outcome::Permit),
             Err(e) => Decision::deny(vec![e]),
         }
+    }
+
+    /// `base` plus the people of this request as `Human` entities with their attributes
+    /// (schema version 2): the human principal, the approver, the delegating human. Only
+    /// evaluations that name people pay for the copy (the store is reference-counted). The first
+    /// description of a person wins (principal, then approver, then delegation). Under a legacy
+    /// set, or with nobody to add, `base` itself.
+    fn request_entities<'e>(
+        &self,
+        base: &'e Entities,
+        principal: Option<&HumanFacts>,
+        facts: &Facts,
+    ) -> Result<Cow<'e, Entities>, String> {
+        if self.legacy() {
+            return Ok(Cow::Borrowed(base));
+        }
+        // The approver even when not (yet) approved: step_up asks the hypothetical.
+        let approver = facts.approver.as_ref();
+        let mut people: Vec<&HumanFacts> = Vec::new();
+        for h in [principal, approver, facts.delegation.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if !people.iter().any(|p| p.email == h.email) {
+                people.push(h);
+            }
+        }
+        if people.is_empty() {
+            return Ok(Cow::Borrowed(base));
+        }
+        let list = people
+            .into_iter()
+            .map(entities::human_entity)
+            .collect::<Result<Vec<_>, _>>()?;
+        base.clone()
+            .add_entities(list, self.schema.as_ref())
+            .map(Cow::Owned)
+            .map_err(|e| format!("entities: {e}"))
     }
 
     /// One uncached decision.
@@ -340,11 +552,11 @@ impl Engine {
         class: ToolClass,
         facts: &Facts,
     ) -> Decision {
-        self.evaluate_in(&self.entities, agent_id, tool_id, class, facts)
+        self.evaluate_core(&self.entities, Who::Agent(agent_id), tool_id, class, facts)
     }
 
-    /// The registry's entities plus `principal`, a client that is not a registered agent (an
-    /// MCP client acting for a person), for [`Engine::evaluate_in`]. `None` when it cannot be
+    /// The registry's entities plus `principal`, an agent that is not registered (a legacy
+    /// stand-in for an MCP client), for [`Engine::evaluate_in`]. `None` when it cannot be
     /// added (then every decision for it is a deny).
     pub fn entities_with(&self, principal: &Agent) -> Option<Entities> {
         let schema = self.schema.as_ref()?;
@@ -352,11 +564,22 @@ impl Engine {
         self.entities.clone().add_entities([e], Some(schema)).ok()
     }
 
-    /// One uncached decision against `entities`.
+    /// One uncached decision for an agent against `entities`.
     pub fn evaluate_in(
         &self,
         entities: &Entities,
         agent_id: &str,
+        tool_id: &str,
+        class: ToolClass,
+        facts: &Facts,
+    ) -> Decision {
+        self.evaluate_core(entities, Who::Agent(agent_id), tool_id, class, facts)
+    }
+
+    fn evaluate_core(
+        &self,
+        base: &Entities,
+        who: Who<'_>,
         tool_id: &str,
         class: ToolClass,
         facts: &Facts,
@@ -369,8 +592,26 @@ impl Engine {
                 .unwrap_or_else(|| "no policy set is installed".into());
             return Decision::deny(vec![why]);
         };
-        let principal =
-            EntityUid::from_type_name_and_id(types.agent.clone(), EntityId::new(agent_id));
+        let (principal, person) = match who {
+            Who::Agent(id) => (
+                EntityUid::from_type_name_and_id(types.agent.clone(), EntityId::new(id)),
+                None,
+            ),
+            Who::Human(_) if c.legacy => {
+                return Decision::deny(vec![
+                    "the policy set in force predates Human principals".into(),
+                ]);
+            }
+            Who::Human(h) => (
+                EntityUid::from_type_name_and_id(types.human.clone(), EntityId::new(&h.email)),
+                Some(h),
+            ),
+        };
+        let entities = match self.request_entities(base, person, facts) {
+            Ok(e) => e,
+            Err(e) => return Decision::deny(vec![e]),
+        };
+        let entities = entities.as_ref();
         let resource = EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(tool_id));
         let server_uri = tool_id.rsplit_once('#').map_or(tool_id, |(s, _)| s);
         let server =
@@ -381,7 +622,7 @@ impl Engine {
         };
         let action = types.action(class);
         let request = |approved: bool| -> Result<Request, String> {
-            let ctx = context(facts, approved).map_err(|e| format!("context: {e}"))?;
+            let ctx = context(facts, approved, c.legacy).map_err(|e| format!("context: {e}"))?;
             Request::new(
                 principal.clone(),
                 action.clone(),
@@ -467,7 +708,8 @@ impl Run {
     }
 }
 
-fn context(facts: &Facts, approved: bool) -> Result<Context, String> {
+/// The Cedar context of `facts`; `legacy`: for a schema version 1 set (no `client`).
+fn context(facts: &Facts, approved: bool, legacy: bool) -> Result<Context, String> {
     let (hour, weekday) = facts.local();
     let s = |v: &str| RestrictedExpression::new_string(v.to_string());
     let human = |id: &str| -> Result<RestrictedExpression, String> {
@@ -495,7 +737,7 @@ fn context(facts: &Facts, approved: bool) -> Result<Context, String> {
         RestrictedExpression::new_bool(approved),
     )];
     if approved && let Some(a) = &facts.approver {
-        approval.push(("approver".to_string(), human(a)?));
+        approval.push(("approver".to_string(), human(&a.email)?));
     }
     let mut pairs = vec![
         ("time".to_string(), time),
@@ -509,17 +751,29 @@ fn context(facts: &Facts, approved: bool) -> Result<Context, String> {
         ),
         ("environment".to_string(), s(&facts.environment)),
     ];
-    if let Some((who, roles)) = &facts.delegation {
+    if let Some(d) = &facts.delegation {
         pairs.push((
             "delegation".to_string(),
             RestrictedExpression::new_record([
-                ("human".to_string(), human(who)?),
+                ("human".to_string(), human(&d.email)?),
                 (
                     "roles".to_string(),
-                    RestrictedExpression::new_set(roles.iter().map(|r| s(r))),
+                    RestrictedExpression::new_set(d.roles.iter().map(|r| s(r))),
                 ),
             ])
             .map_err(|e| e.to_string())?,
+        ));
+    }
+    if let Some(c) = &facts.client
+        && !legacy
+    {
+        let mut client = vec![("id".to_string(), s(&c.id))];
+        if let Some(name) = &c.name {
+            client.push(("name".to_string(), s(name)));
+        }
+        pairs.push((
+            "client".to_string(),
+            RestrictedExpression::new_record(client).map_err(|e| e.to_string())?,
         ));
     }
     if let Some(ip) = facts.source_ip {
@@ -566,6 +820,221 @@ mod tests {
                 .iter()
                 .any(|p| p.id == "restricted-needs-approval" && p.approval)
         );
+        assert!(
+            c.info
+                .iter()
+                .any(|p| p.id == "people-restricted-needs-approval" && p.approval)
+        );
         assert!(c.step_up_possible);
+        assert!(!c.legacy, "{:?}", c.warnings);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    fn server(env: &str) -> McpServer {
+        let tools = [
+            ("search", ToolClass::Read, crate::resources::Sensitivity::Internal),
+            ("export", ToolClass::Read, crate::resources::Sensitivity::Confidential),
+            ("deploy", ToolClass::Execute, crate::resources::Sensitivity::Restricted),
+        ]
+        .map(|(name, class, sensitivity)| {
+            (
+                name.to_string(),
+                Tool {
+                    name: name.into(),
+                    class,
+                    sensitivity,
+                },
+            )
+        });
+        McpServer {
+            id: "srv".into(),
+            resource: "https://docs.example/mcp".into(),
+            name: "docs".into(),
+            environment: env.into(),
+            tools: tools.into_iter().collect(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn engine(src: &str, server: &McpServer) -> Engine {
+        let compiled = compile(src, &schema().unwrap()).unwrap();
+        let schema = schema_for(&compiled).unwrap();
+        let mut list = vec![entities::server_entity(server).unwrap()];
+        for t in server.tools.values() {
+            list.push(entities::tool_entity(server, t).unwrap());
+        }
+        let e = entities::from_list(list, &schema).unwrap();
+        Engine::with_entities(compiled, e, schema)
+    }
+
+    fn person_facts(who: &HumanFacts, env: &str, client: &str) -> Facts {
+        Facts {
+            environment: env.into(),
+            delegation: Some(who.clone()),
+            client: Some(ClientFacts {
+                id: client.into(),
+                name: Some("Claude".into()),
+            }),
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn people_through_mcp_clients_are_human_principals() {
+        let s = server("prod");
+        let e = engine(DEFAULT_POLICIES, &s);
+        let alice = HumanFacts::new("alice@example.com", ["admin".to_string()]);
+        let f = person_facts(&alice, "prod", "mcp_1");
+        let d = |tool: &str| e.evaluate_human(&alice, &s, &s.tools[tool], &f);
+        let search = d("search");
+        assert_eq!(search.decision, Outcome::Permit);
+        assert_eq!(search.reasons, ["people-via-mcp-clients"]);
+        let deploy = d("deploy");
+        assert_eq!(deploy.decision, Outcome::StepUp);
+        assert_eq!(deploy.reasons, ["people-restricted-needs-approval"]);
+        let export = d("export");
+        assert_eq!(export.decision, Outcome::Deny);
+        assert_eq!(export.reasons, ["people-no-confidential"]);
+        assert!(search.errors.is_empty() && export.errors.is_empty());
+    }
+
+    #[test]
+    fn human_attributes_and_the_client_are_visible_to_policies() {
+        let s = server("prod");
+        let e = engine(
+            r#"
+            @id("admins") permit (principal is Human, action, resource)
+              when { principal.roles.contains("admin") && principal.email like "*@example.com" };
+            @id("one-client") forbid (principal is Human, action, resource)
+              when { context has client && context.client.id == "mcp_bad" };
+            @id("delegated-admins") permit (principal is Agent, action, resource)
+              when { context has delegation && context.delegation.human.roles.contains("admin") };
+            @id("approved-by-an-approver") permit (principal, action, resource)
+              when { context.approval has approver && context.approval.approver.roles.contains("approver") };
+            "#,
+            &s,
+        );
+        let search = &s.tools["search"];
+        let alice = HumanFacts::new("alice@example.com", ["admin".to_string()]);
+        let bob = HumanFacts::new("bob@example.com", ["viewer".to_string()]);
+        // The cached path: two people, same features, never each other's decision.
+        for (who, client, expect) in [
+            (&alice, "mcp_1", Outcome::Permit),
+            (&bob, "mcp_1", Outcome::Deny),
+            (&alice, "mcp_bad", Outcome::Deny),
+            (&alice, "mcp_1", Outcome::Permit),
+            (&bob, "mcp_1", Outcome::Deny),
+        ] {
+            let f = person_facts(who, "prod", client);
+            let features = e.features(&f);
+            let d = e.decide_human(who, &s, search, &features, &f);
+            assert_eq!(d.decision, expect, "{} via {client}: {d:?}", who.email);
+            assert!(d.errors.is_empty(), "{d:?}");
+        }
+        // The same email with other roles is another principal.
+        let alice_viewer = HumanFacts::new("alice@example.com", ["viewer".to_string()]);
+        let f = person_facts(&alice_viewer, "prod", "mcp_1");
+        let d = e.decide_human(&alice_viewer, &s, search, &e.features(&f), &f);
+        assert_eq!(d.decision, Outcome::Deny);
+        // An agent acting for a person: their roles through the Human entity.
+        let agent_facts = |roles: &[&str]| Facts {
+            environment: "prod".into(),
+            delegation: Some(HumanFacts::new(
+                "carol@example.com",
+                roles.iter().map(|r| r.to_string()),
+            )),
+            ..Facts::default()
+        };
+        let id = tool_uid(&s, search);
+        let d = e.evaluate("agt_1", &id, ToolClass::Read, &agent_facts(&["admin"]));
+        assert_eq!(d.decision, Outcome::Permit, "{d:?}");
+        assert_eq!(d.reasons, ["delegated-admins"]);
+        let d = e.evaluate("agt_1", &id, ToolClass::Read, &agent_facts(&["viewer"]));
+        assert_eq!(d.decision, Outcome::Deny, "{d:?}");
+        // The approver's roles.
+        let approved = |roles: &[&str]| Facts {
+            environment: "prod".into(),
+            approved: true,
+            approver: Some(HumanFacts::new(
+                "dave@example.com",
+                roles.iter().map(|r| r.to_string()),
+            )),
+            ..Facts::default()
+        };
+        let d = e.evaluate("agt_1", &id, ToolClass::Read, &approved(&["approver"]));
+        assert_eq!(d.reasons, ["approved-by-an-approver"], "{d:?}");
+        let d = e.evaluate("agt_1", &id, ToolClass::Read, &approved(&[]));
+        assert_eq!(d.decision, Outcome::Deny, "{d:?}");
+    }
+
+    #[test]
+    fn human_entities_validate_against_the_schema() {
+        let schema = schema().unwrap();
+        let h = entities::human_entity(&HumanFacts::new("a@example.com", ["admin".into()]));
+        assert!(entities::from_list(vec![h.unwrap()], &schema).is_ok());
+        // Agent attributes of any principal: Humans lack them, so only schema version 1
+        // accepts it (legacy); scoped to agents it is a current set.
+        let any = "permit (principal, action in Action::\"call\", resource) when { principal.environment == \"prod\" };";
+        assert!(compile(any, &schema).unwrap().legacy);
+        let agents = "permit (principal, action in Action::\"call\", resource) when { principal is Agent && principal.environment == \"prod\" };";
+        assert!(!compile(agents, &schema).unwrap().legacy);
+        // Human attributes do.
+        compile(
+            "permit (principal is Human, action, resource) when { principal.roles.contains(\"admin\") && principal.email == \"a@example.com\" };",
+            &schema,
+        )
+        .unwrap();
+        // impersonate stays Agent-only.
+        let c = compile(
+            "permit (principal is Human, action == Action::\"impersonate\", resource);",
+            &schema,
+        );
+        assert!(c.is_err() || !c.unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn a_stored_v1_set_still_loads_in_legacy_mode() {
+        let schema = schema().unwrap();
+        let c = compile(DEFAULT_POLICIES_V1, &schema).unwrap();
+        assert!(c.legacy);
+        assert!(
+            c.warnings.iter().any(|w| w.contains("schema version 1")),
+            "{:?}",
+            c.warnings
+        );
+        // People through MCP clients: as before, a low-trust agent in the server's environment.
+        let s = server("prod");
+        let e = engine(DEFAULT_POLICIES_V1, &s);
+        assert!(e.legacy());
+        let alice = HumanFacts::new("alice@example.com", ["admin".to_string()]);
+        let f = person_facts(&alice, "prod", "mcp_1");
+        let d = |tool: &str| e.evaluate_human(&alice, &s, &s.tools[tool], &f);
+        assert_eq!(d("search").decision, Outcome::Permit);
+        assert_eq!(d("search").reasons, ["same-environment"]);
+        assert_eq!(d("deploy").decision, Outcome::StepUp);
+        assert_eq!(d("export").decision, Outcome::Deny);
+        assert_eq!(d("export").reasons, ["confidential-needs-medium-trust"]);
+        // Agents as before, delegation and approver included.
+        let id = tool_uid(&s, &s.tools["search"]);
+        let facts = Facts {
+            environment: "prod".into(),
+            approved: true,
+            approver: Some(alice.clone()),
+            delegation: Some(alice.clone()),
+            ..Facts::default()
+        };
+        let agent = Agent {
+            environment: "prod".into(),
+            ..legacy_client_agent(&ClientFacts::default(), &alice, &s)
+        };
+        let with = e.entities_with(&Agent {
+            id: "agt_1".into(),
+            ..agent
+        });
+        let d = e.evaluate_in(&with.unwrap(), "agt_1", &id, ToolClass::Read, &facts);
+        assert_eq!(d.decision, Outcome::Permit, "{d:?}");
+        // A set that is valid for neither schema is refused with the current schema's errors.
+        assert!(compile("permit (principal, action, resource) when { principal.nope };", &schema).is_err());
     }
 }
