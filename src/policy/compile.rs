@@ -232,7 +232,9 @@ pub fn compile(src: &str, schema: &Schema) -> Result<Compiled, PolicyError> {
         // reads agent attributes of any principal, which a Human principal does not have.
         // It keeps working as it did: legacy mode.
         let v1 = Validator::new(super::schema_v1()?).validate(&full, ValidationMode::Strict);
-        if v1.validation_passed() {
+        // A set with policies for Human principals (dead under version 1) is written for
+        // the current schema: its errors stand.
+        if v1.validation_passed() && never_apply(&v1).is_subset(&never_apply(&result)) {
             legacy = true;
             warnings = v1
                 .validation_warnings()
@@ -270,6 +272,20 @@ pub fn compile(src: &str, schema: &Schema) -> Result<Compiled, PolicyError> {
         warnings,
         legacy,
     })
+}
+
+/// The policies a validation found can never apply.
+fn never_apply(r: &cedar_policy::ValidationResult) -> HashSet<String> {
+    r.validation_warnings()
+        .filter(|w| {
+            matches!(
+                w,
+                cedar_policy::ValidationWarning::ImpossiblePolicy(_)
+                    | cedar_policy::ValidationWarning::InvalidActionApplication(_)
+            )
+        })
+        .map(|w| w.policy_id().to_string())
+        .collect()
 }
 
 fn is_var_context(v: &Value) -> bool {

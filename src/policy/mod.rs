@@ -985,6 +985,16 @@ mod tests {
             &schema,
         )
         .unwrap();
+        // Agent attributes on any principal beside Human policies: valid for neither schema;
+        // the message says how to fix it.
+        let mixed = format!(
+            "{DEFAULT_POLICIES}\n@id(\"x\") forbid (principal, action, resource) when {{ principal.purpose == \"x\" }};"
+        );
+        match compile(&mixed, &schema) {
+            Err(PolicyError::Invalid(m)) => assert!(m.contains("principal is Agent"), "{m}"),
+            Err(e) => panic!("{e}"),
+            Ok(c) => panic!("accepted (legacy: {})", c.legacy),
+        }
         // impersonate stays Agent-only.
         let c = compile(
             "permit (principal is Human, action == Action::\"impersonate\", resource);",

@@ -251,6 +251,16 @@ async fn policies_on_roles_take_effect(h: H) -> H {
              unless { principal is Human && principal.roles.contains(\"admin\") };",
         )
     );
+    // An agent rule without `principal is Agent` beside Human policies is refused, with how
+    // to fix it.
+    let careless = format!(
+        "{}\n@id(\"x\") forbid (principal, action, resource) when {{ principal.trust_rank < 3 }};",
+        mandate::policy::DEFAULT_POLICIES
+    );
+    let r = apply(&h, &t, &careless).await;
+    assert_eq!((r.status, r.error()), (400, "invalid_policy"));
+    let d = r.body["error_description"].as_str().unwrap();
+    assert!(d.contains("principal is Agent"), "{d}");
     let r = apply(&h, &t, &policies).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     assert_eq!(r.body["warnings"], json!([]), "{:?}", r.body);
@@ -261,7 +271,7 @@ async fn policies_on_roles_take_effect(h: H) -> H {
     let b = token_for(&h, &w, &bob, &bob_cookie, "tools:search tools:export").await;
     assert_eq!(b.body["scope"], "tools:search");
     let a = token_for(&h, &w, &alice, &alice_cookie, "tools:search tools:export").await;
-    assert_eq!(a.body["scope"], "tools:search tools:export");
+    assert_eq!(a.body["scope"], "tools:export tools:search");
     let b2 = token_for(&h, &w, &bob, &bob_cookie, "tools:search tools:export").await;
     assert_eq!(b2.body["scope"], "tools:search");
 
