@@ -113,7 +113,10 @@ impl PassedContext {
     fn apply(self, facts: &mut Facts) {
         facts.risk_score = self.risk_score.unwrap_or(0);
         facts.approved = self.approved.unwrap_or(false);
-        facts.approver = self.approver.as_ref().map(super::testing::ApproverSpec::facts);
+        facts.approver = self
+            .approver
+            .as_ref()
+            .map(super::testing::ApproverSpec::facts);
         if let Some(d) = &self.delegation {
             facts.delegation = Some(d.facts());
         }

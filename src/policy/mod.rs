@@ -464,7 +464,13 @@ impl Engine {
         let Some(entities) = self.entities_with(&agent) else {
             return Decision::deny(vec!["the MCP client cannot be evaluated".into()]);
         };
-        self.evaluate_core(&entities, Who::Agent(&agent.id), &tool_id, tool.class, facts)
+        self.evaluate_core(
+            &entities,
+            Who::Agent(&agent.id),
+            &tool_id,
+            tool.class,
+            facts,
+        )
     }
 
     /// May `agent_id` impersonate the human it acts for on `tool_id` (RFC 8693 token exchange
@@ -832,9 +838,21 @@ mod tests {
 
     fn server(env: &str) -> McpServer {
         let tools = [
-            ("search", ToolClass::Read, crate::resources::Sensitivity::Internal),
-            ("export", ToolClass::Read, crate::resources::Sensitivity::Confidential),
-            ("deploy", ToolClass::Execute, crate::resources::Sensitivity::Restricted),
+            (
+                "search",
+                ToolClass::Read,
+                crate::resources::Sensitivity::Internal,
+            ),
+            (
+                "export",
+                ToolClass::Read,
+                crate::resources::Sensitivity::Confidential,
+            ),
+            (
+                "deploy",
+                ToolClass::Execute,
+                crate::resources::Sensitivity::Restricted,
+            ),
         ]
         .map(|(name, class, sensitivity)| {
             (
@@ -1045,6 +1063,12 @@ mod tests {
         let d = e.evaluate_in(&with.unwrap(), "agt_1", &id, ToolClass::Read, &facts);
         assert_eq!(d.decision, Outcome::Permit, "{d:?}");
         // A set that is valid for neither schema is refused with the current schema's errors.
-        assert!(compile("permit (principal, action, resource) when { principal.nope };", &schema).is_err());
+        assert!(
+            compile(
+                "permit (principal, action, resource) when { principal.nope };",
+                &schema
+            )
+            .is_err()
+        );
     }
 }

@@ -162,7 +162,14 @@ async fn people_are_human_principals(h: H) -> H {
         .unwrap();
     assert!(html.contains("needs a separate approval"), "wipe: step_up");
     assert!(html.contains("denied (not granted)"), "export: deny");
-    let t = token_for(&h, &w, &alice, &cookie, "tools:search tools:wipe tools:export").await;
+    let t = token_for(
+        &h,
+        &w,
+        &alice,
+        &cookie,
+        "tools:search tools:wipe tools:export",
+    )
+    .await;
     assert_eq!(t.body["scope"], "tools:search");
     let at = t.access_token();
     let c = claims(&at);
@@ -318,7 +325,14 @@ async fn a_v1_policy_set_keeps_working(h: H) -> H {
     assert_eq!(r.body["schema_version"], 1, "{:?}", r.body);
 
     let (alice, cookie) = person(&h, "alice@example.com", &[Role::Admin]).await;
-    let tok = token_for(&h, &w, &alice, &cookie, "tools:search tools:wipe tools:export").await;
+    let tok = token_for(
+        &h,
+        &w,
+        &alice,
+        &cookie,
+        "tools:search tools:wipe tools:export",
+    )
+    .await;
     assert_eq!(tok.body["scope"], "tools:search");
     let v = authzen(&h, &w, &tok.access_token(), "search", json!({})).await;
     assert_eq!(v["decision"], true, "{v}");
