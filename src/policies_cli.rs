@@ -99,9 +99,17 @@ pub async fn policies(c: PoliciesCmd, cfg: &Config, now: i64) -> Result<()> {
     match c {
         PoliciesCmd::List { out } => {
             let v = active().await?;
-            let list = policy::compile(&v.source, &policy::schema()?)?.info;
+            let compiled = policy::compile(&v.source, &policy::schema()?)?;
+            let legacy = compiled.legacy;
+            let list = compiled.info;
             print(&out, &list, || {
                 let mut s = format!("policy set version {}\n", v.version);
+                if legacy {
+                    s.push_str(
+                        "(written for schema version 1: people acting through MCP clients are \
+                         evaluated as low-trust agents; see README \"Policies\")\n",
+                    );
+                }
                 for p in &list {
                     s.push_str(&format!(
                         "{:<40} {}{}\n",

@@ -368,7 +368,12 @@ impl App {
         let mut facts =
             Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), Some(peer));
         facts.approved = true;
-        facts.approver = approver.as_ref().map(|h| h.email.clone());
+        facts.approver = approver.as_ref().map(|h| {
+            crate::policy::HumanFacts::new(
+                h.email.clone(),
+                h.roles.iter().map(|r| r.as_str().to_string()),
+            )
+        });
         let engine = &registry.policy;
         let features = engine.features(&facts);
         let mut reasons = Vec::new();

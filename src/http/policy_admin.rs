@@ -75,6 +75,9 @@ async fn active(_: AdminCaller, State(app): State<AppState>) -> PolicyResult {
         "version": engine.version,
         "policies": engine.policies(),
         "load_error": engine.load_error,
+        // 1: a set written before Human principals (people through MCP clients are evaluated
+        // as low-trust agents); 2: the current schema.
+        "schema_version": if engine.legacy() { 1 } else { 2 },
     }))
     .into_response())
 }

@@ -5,7 +5,6 @@
 //! Errors come in two kinds (RFC 6749 §4.1.2.1): while the client or its redirect URI is not
 //! established, the person sees an error page and nothing is redirected; after that, errors go
 //! back to the client's redirect URI with `state` and `iss` (RFC 9207).
-use crate::agents::{Agent, AgentStatus, AuthMethod, TrustLevel};
 use crate::app::App;
 use crate::clients::cimd::{self, FetchPolicy};
 use crate::clients::store::{ClientStore, authorization_code};
@@ -95,6 +94,8 @@ pub struct ToolDecision {
 pub struct ScopeDecision {
     pub tools: Vec<ToolDecision>,
     pub granted: Vec<String>,
+    /// The policies behind the decisions (sorted, once each), for the audit record.
+    pub reasons: Vec<String>,
 }
 
 fn page(status: u16, title: &str, detail: impl Into<String>) -> AuthorizeError {
@@ -121,31 +122,19 @@ pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
     computed.as_bytes().ct_eq(challenge.as_bytes()).into()
 }
 
-/// The Cedar principal standing for `client` while it acts for `person` on `server`: an agent
-/// of trust level `low` (nobody vetted the client), in the server's environment, owned by the
-/// person. Policies see the person in `context.delegation`.
-pub fn client_principal(client: &OAuthClient, server: &McpServer, person: &Person) -> Agent {
-    Agent {
-        id: client.client_id.clone(),
-        name: client.meta.client_name.clone(),
-        purpose: "MCP client acting for a person".into(),
-        justification: String::new(),
-        owner: person.email.clone(),
-        trust_level: TrustLevel::Low,
-        environment: server.environment.clone(),
-        allowed_resources: vec![server.resource.clone()],
-        scope_ceiling: all_classes(),
-        token_ttl_cap: None,
-        status: AgentStatus::Active,
-        auth_method: AuthMethod::ClientSecretBasic,
-        jwks: None,
-        jwks_uri: None,
-        created_at: 0,
-        updated_at: 0,
-        session_lifetime_secs: None,
-        session_idle_secs: None,
-        groups: Vec::new(),
-    }
+/// What policy knows of `person` acting through `client`: the principal `Human::"<email>"`
+/// with their roles, and the client for `context.client`.
+pub fn person_facts(
+    client: &OAuthClient,
+    person: &Person,
+) -> (crate::policy::HumanFacts, crate::policy::ClientFacts) {
+    (
+        crate::policy::HumanFacts::new(person.email.clone(), person.roles.clone()),
+        crate::policy::ClientFacts {
+            id: client.client_id.clone(),
+            name: Some(client.meta.client_name.clone()),
+        },
+    )
 }
 
 fn all_classes() -> Vec<String> {
@@ -342,7 +331,9 @@ impl App {
     }
 
     /// Asks policy, tool by tool, what `client` may do for `person` on `server` within
-    /// `requested` (everything when absent).
+    /// `requested` (everything when absent). The principal is the person (`Human::"<email>"`,
+    /// with their roles), the client is `context.client`, and the person is also
+    /// `context.delegation` (for policies written before Human principals).
     pub fn person_scopes(
         &self,
         client: &OAuthClient,
@@ -353,33 +344,24 @@ impl App {
     ) -> Result<ScopeDecision, OAuthError> {
         let registry = self.registry();
         let engine = &registry.policy;
-        let principal = client_principal(client, server, person);
-        let entities = engine.entities_with(&principal);
+        let (human, client) = person_facts(client, person);
         let now = self.clock.now();
         let facts = Facts {
             now,
             utc_offset_secs: self.config.policy_offset_secs(now),
             source_ip: ip,
             environment: server.environment.clone(),
-            delegation: Some((person.id.clone(), person.roles.clone())),
+            delegation: Some(human.clone()),
+            client: Some(client),
             ..Facts::default()
         };
+        let features = engine.features(&facts);
         let mut tools = Vec::new();
+        let mut reasons = Vec::new();
         let granted = scopes::narrow(requested, &all_classes(), server, |tool| {
-            let outcome = match &entities {
-                Some(e) => {
-                    engine
-                        .evaluate_in(
-                            e,
-                            &principal.id,
-                            &crate::policy::tool_uid(server, tool),
-                            tool.class,
-                            &facts,
-                        )
-                        .decision
-                }
-                None => Outcome::Deny,
-            };
+            let d = engine.decide_human(&human, server, tool, &features, &facts);
+            reasons.extend(d.reasons.iter().cloned());
+            let outcome = d.decision;
             tools.push(ToolDecision {
                 name: tool.name.clone(),
                 class: tool.class.as_str(),
@@ -389,7 +371,13 @@ impl App {
             outcome == Outcome::Permit
         })?;
         tools.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(ScopeDecision { tools, granted })
+        reasons.sort();
+        reasons.dedup();
+        Ok(ScopeDecision {
+            tools,
+            granted,
+            reasons,
+        })
     }
 
     /// Whether `person` already consented to at least `granted` for this client and server.

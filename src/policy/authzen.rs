@@ -1,8 +1,9 @@
 //! OpenID AuthZEN Authorization API 1.0 as the policy decision point for MCP servers and
-//! gateways: subject = the agent (or its access token), action = the tool call, resource = a
+//! gateways: subject = the agent (or its access token, or the access token an MCP client holds
+//! for a person: then the principal is that `Human`), action = the tool call, resource = a
 //! tool of the calling server, context passed through. A server may only ask about its own
 //! tools. No axum here: `src/http/authzen.rs` is the thin HTTP side.
-use super::{Facts, Outcome};
+use super::{ClientFacts, Facts, HumanFacts, Outcome};
 use crate::app::App;
 use crate::registry::Registry;
 use crate::resources::{McpServer, ToolClass};
@@ -101,10 +102,58 @@ fn bad(m: impl Into<String>) -> AuthzenError {
 struct PassedContext {
     risk_score: Option<i64>,
     approved: Option<bool>,
-    approver: Option<String>,
+    approver: Option<super::testing::ApproverSpec>,
     delegation: Option<super::testing::DelegationSpec>,
     source_ip: Option<std::net::IpAddr>,
     environment: Option<String>,
+}
+
+impl PassedContext {
+    /// Puts what the caller passed into `facts`.
+    fn apply(self, facts: &mut Facts) {
+        facts.risk_score = self.risk_score.unwrap_or(0);
+        facts.approved = self.approved.unwrap_or(false);
+        facts.approver = self
+            .approver
+            .as_ref()
+            .map(super::testing::ApproverSpec::facts);
+        if let Some(d) = &self.delegation {
+            facts.delegation = Some(d.facts());
+        }
+        facts.source_ip = self.source_ip;
+        if let Some(env) = self.environment {
+            facts.environment = env;
+        }
+    }
+}
+
+/// The answer for a decision: `decision` is true only for a permit; the context says which
+/// policies decided and whether a human's approval would do.
+fn decision_answer(d: &super::Decision) -> Value {
+    let mut ctx = json!({
+        "decision": d.decision.as_str(),
+        "reasons": d.reasons,
+        "step_up": d.decision == Outcome::StepUp,
+    });
+    if !d.errors.is_empty() {
+        ctx["errors"] = json!(d.errors);
+    }
+    answer(d.decision == Outcome::Permit, ctx)
+}
+
+/// A tool call by an MCP client for `person` (their token was presented): the principal is
+/// `Human::"<email>"`, the client is `context.client`, and the person is also
+/// `context.delegation` (as on the token endpoint).
+fn person_answer(
+    registry: &Registry,
+    caller: &McpServer,
+    tool: &crate::resources::Tool,
+    person: &HumanFacts,
+    facts: &Facts,
+) -> Value {
+    let engine = &registry.policy;
+    let features = engine.features(facts);
+    decision_answer(&engine.decide_human(person, caller, tool, &features, facts))
 }
 
 fn answer(decision: bool, context: Value) -> Value {
@@ -173,7 +222,8 @@ impl App {
         if class.is_some_and(|c| c != tool.class) {
             return Ok(denied("action_does_not_match_tool_class"));
         }
-        // The subject: an agent by id, or the access token it presented.
+        // The subject: an agent by id, or the access token presented: an agent's, or an MCP
+        // client's for a person (then the person is the principal).
         let agent = match e.subject.kind.as_str() {
             "agent" => match registry.agent(&e.subject.id) {
                 Some(a) => a.clone(),
@@ -198,9 +248,26 @@ impl App {
                 if !scope_covers(&c.scope, &tool.name, tool.class) {
                     return Ok(denied("insufficient_scope"));
                 }
-                match registry.agent(&c.client_id) {
-                    Some(a) => a.clone(),
-                    None => return Ok(denied("unknown_subject")),
+                match (registry.agent(&c.client_id), &c.person) {
+                    (Some(a), _) => a.clone(),
+                    (None, Some(p)) => {
+                        let person = HumanFacts::new(p.email.clone(), p.roles.clone());
+                        let client = ClientFacts {
+                            id: c.client_id.clone(),
+                            name: None,
+                        };
+                        let mut facts = Facts {
+                            now,
+                            utc_offset_secs: self.config.policy_offset_secs(now),
+                            environment: caller.environment.clone(),
+                            delegation: Some(person.clone()),
+                            client: Some(client),
+                            ..Facts::default()
+                        };
+                        passed.apply(&mut facts);
+                        return Ok(person_answer(registry, caller, tool, &person, &facts));
+                    }
+                    (None, None) => return Ok(denied("unknown_subject")),
                 }
             }
             _ => return Err(bad("subject.type must be \"agent\" or \"token\"")),
@@ -209,26 +276,11 @@ impl App {
             return Ok(denied("subject_suspended"));
         }
         let mut facts = Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), None);
-        facts.risk_score = passed.risk_score.unwrap_or(0);
-        facts.approved = passed.approved.unwrap_or(false);
-        facts.approver = passed.approver;
-        facts.delegation = passed.delegation.map(|d| (d.human, d.roles));
-        facts.source_ip = passed.source_ip;
-        if let Some(env) = passed.environment {
-            facts.environment = env;
-        }
+        passed.apply(&mut facts);
         let engine = &registry.policy;
         let features = engine.features(&facts);
         let d = engine.decide(&agent, caller, tool, &features, &facts);
-        let mut ctx = json!({
-            "decision": d.decision.as_str(),
-            "reasons": d.reasons,
-            "step_up": d.decision == Outcome::StepUp,
-        });
-        if !d.errors.is_empty() {
-            ctx["errors"] = json!(d.errors);
-        }
-        Ok(answer(d.decision == Outcome::Permit, ctx))
+        Ok(decision_answer(&d))
     }
 
     /// Evaluates a batch with its semantic (AuthZEN §7.1): `execute_all` answers every item;

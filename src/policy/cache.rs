@@ -1,8 +1,11 @@
 //! The decision cache. A decision depends only on the policy set, the registry (both fixed for
-//! an engine), the agent, the tool, and the context features the policies read; so an engine
-//! memoises decisions under (agent, server, tool, those features). A new policy set or registry
-//! means a new engine, hence an empty cache: nothing stale can be served.
-use super::{Decision, Facts};
+//! an engine), the principal, the tool, and the context features the policies read; so an
+//! engine memoises decisions under (principal, server, tool, those features). An agent is
+//! known by its id (its attributes come from the registry); a person by everything the request
+//! says about them: email, roles and the MCP client, so no decision passes from one person (or
+//! one set of roles, or one client) to another. A new policy set or registry means a new
+//! engine, hence an empty cache: nothing stale can be served.
+use super::{ClientFacts, Decision, Facts, HumanFacts};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
@@ -18,8 +21,21 @@ pub struct Reads {
     pub approved: bool,
     pub approver: bool,
     pub delegation: bool,
+    pub client: bool,
     pub source_ip: bool,
     pub environment: bool,
+}
+
+/// Whom a cached decision is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PrincipalKey {
+    Agent(Box<str>),
+    /// A person acting through an MCP client (roles sorted).
+    Human {
+        email: Box<str>,
+        roles: Vec<String>,
+        client: Option<ClientFacts>,
+    },
 }
 
 impl Reads {
@@ -37,6 +53,7 @@ impl Reads {
                 self.approver = true;
             }
             "delegation" => self.delegation = true,
+            "client" => self.client = true,
             "source_ip" => self.source_ip = true,
             "environment" => self.environment = true,
             // Not in the schema (validation refuses it); be conservative anyway.
@@ -65,6 +82,7 @@ impl Reads {
             approved: true,
             approver: true,
             delegation: true,
+            client: true,
             source_ip: true,
             environment: true,
         };
@@ -79,8 +97,9 @@ pub struct Features {
     weekday: i64,
     risk: i64,
     approved: bool,
-    approver: Option<String>,
-    delegation: Option<(String, Vec<String>)>,
+    approver: Option<HumanFacts>,
+    delegation: Option<HumanFacts>,
+    client: Option<ClientFacts>,
     source_ip: Option<IpAddr>,
     environment: Option<String>,
 }
@@ -102,6 +121,7 @@ impl Features {
             approved: f.approved,
             approver: r.approver.then(|| f.approver.clone()).flatten(),
             delegation: r.delegation.then(|| f.delegation.clone()).flatten(),
+            client: r.client.then(|| f.client.clone()).flatten(),
             source_ip: if r.source_ip { f.source_ip } else { None },
             environment: r.environment.then(|| f.environment.clone()),
         }
@@ -109,7 +129,7 @@ impl Features {
 }
 
 struct Entry {
-    agent: Box<str>,
+    principal: PrincipalKey,
     server: Box<str>,
     tool: Box<str>,
     features: Features,
@@ -135,9 +155,9 @@ impl Default for DecisionCache {
     }
 }
 
-fn hash(agent: &str, server: &str, tool: &str, features: &Features) -> u64 {
+fn hash(principal: &PrincipalKey, server: &str, tool: &str, features: &Features) -> u64 {
     let mut h = DefaultHasher::new();
-    (agent, server, tool, features).hash(&mut h);
+    (principal, server, tool, features).hash(&mut h);
     h.finish()
 }
 
@@ -148,15 +168,15 @@ impl DecisionCache {
 
     pub fn get(
         &self,
-        agent: &str,
+        principal: &PrincipalKey,
         server: &str,
         tool: &str,
         features: &Features,
     ) -> Option<Arc<Decision>> {
-        let h = hash(agent, server, tool, features);
+        let h = hash(principal, server, tool, features);
         let shard = self.shard(h)?.read().ok()?;
         shard.1.get(&h)?.iter().find_map(|e| {
-            (&*e.agent == agent
+            (e.principal == *principal
                 && &*e.server == server
                 && &*e.tool == tool
                 && e.features == *features)
@@ -166,13 +186,13 @@ impl DecisionCache {
 
     pub fn insert(
         &self,
-        agent: &str,
+        principal: PrincipalKey,
         server: &str,
         tool: &str,
         features: Features,
         decision: Arc<Decision>,
     ) {
-        let h = hash(agent, server, tool, &features);
+        let h = hash(&principal, server, tool, &features);
         let Some(Ok(mut shard)) = self.shard(h).map(RwLock::write) else {
             return;
         };
@@ -182,12 +202,15 @@ impl DecisionCache {
         }
         let bucket = shard.1.entry(h).or_default();
         if bucket.iter().any(|e| {
-            &*e.agent == agent && &*e.server == server && &*e.tool == tool && e.features == features
+            e.principal == principal
+                && &*e.server == server
+                && &*e.tool == tool
+                && e.features == features
         }) {
             return;
         }
         bucket.push(Entry {
-            agent: agent.into(),
+            principal,
             server: server.into(),
             tool: tool.into(),
             features,

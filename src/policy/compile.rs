@@ -50,6 +50,10 @@ pub struct Compiled {
     pub info: Vec<PolicyInfo>,
     /// Validator warnings (the set is usable).
     pub warnings: Vec<String>,
+    /// Valid only against schema version 1 (no Human principals): a set stored by an earlier
+    /// release. It still runs; people acting through MCP clients are then evaluated as
+    /// low-trust agents, as before.
+    pub legacy: bool,
 }
 
 impl Compiled {
@@ -218,13 +222,44 @@ pub fn compile(src: &str, schema: &Schema) -> Result<Compiled, PolicyError> {
         .validation_errors()
         .map(|e| describe(src, e))
         .collect();
-    if !errors.is_empty() {
-        return Err(PolicyError::Invalid(errors.join("\n")));
-    }
-    let warnings = result
+    let mut legacy = false;
+    let mut warnings: Vec<String> = result
         .validation_warnings()
         .map(|w| format!("policy {}: {w}", w.policy_id()))
         .collect();
+    if !errors.is_empty() {
+        // A set written for schema version 1 (say, the defaults an earlier release stored)
+        // reads agent attributes of any principal, which a Human principal does not have.
+        // It keeps working as it did: legacy mode.
+        let v1 = Validator::new(super::schema_v1()?).validate(&full, ValidationMode::Strict);
+        // A set with policies for Human principals (dead under version 1) is written for
+        // the current schema: its errors stand.
+        if v1.validation_passed() && never_apply(&v1).is_subset(&never_apply(&result)) {
+            legacy = true;
+            warnings = v1
+                .validation_warnings()
+                .map(|w| format!("policy {}: {w}", w.policy_id()))
+                .collect();
+            warnings.push(format!(
+                "this set is valid only for schema version 1 (Agent principals): people acting \
+                 through MCP clients are evaluated as low-trust agents, as before. To give \
+                 them Human principals, start from this release's policies/default.cedar or \
+                 scope agent conditions with `principal is Agent`; against the current \
+                 schema: {}",
+                errors.join("; ")
+            ));
+        } else {
+            let mut msg = errors.join("\n");
+            if errors.iter().any(|e| e.contains("`Human`")) {
+                msg.push_str(
+                    "\nhint: the principal may be a Human (a person acting through an MCP \
+                     client), which has only `email` and `roles`: scope agent rules with \
+                     `principal is Agent` or start their condition with `principal is Agent &&`",
+                );
+            }
+            return Err(PolicyError::Invalid(msg));
+        }
+    }
     Ok(Compiled {
         full,
         policies: indexed,
@@ -235,7 +270,22 @@ pub fn compile(src: &str, schema: &Schema) -> Result<Compiled, PolicyError> {
         reads,
         info,
         warnings,
+        legacy,
     })
+}
+
+/// The policies a validation found can never apply.
+fn never_apply(r: &cedar_policy::ValidationResult) -> HashSet<String> {
+    r.validation_warnings()
+        .filter(|w| {
+            matches!(
+                w,
+                cedar_policy::ValidationWarning::ImpossiblePolicy(_)
+                    | cedar_policy::ValidationWarning::InvalidActionApplication(_)
+            )
+        })
+        .map(|w| w.policy_id().to_string())
+        .collect()
 }
 
 fn is_var_context(v: &Value) -> bool {

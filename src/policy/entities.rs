@@ -1,4 +1,5 @@
-//! The registry as Cedar entities: agents, MCP servers, and tools inside their servers.
+//! The registry as Cedar entities: agents, MCP servers, and tools inside their servers; and
+//! the people of a request (built per request, from what it holds).
 use crate::agents::{Agent, TrustLevel};
 use crate::registry::Registry;
 use crate::resources::{McpServer, Sensitivity, Tool};
@@ -62,6 +63,18 @@ pub fn agent_entity(a: &Agent) -> Result<Entity, String> {
         ),
     ]);
     Entity::new(uid("Agent", &a.id)?, attrs, HashSet::new()).map_err(|e| e.to_string())
+}
+
+/// A person: `Human::"<email>"` with `email` and `roles` (schema version 2).
+pub fn human_entity(h: &super::HumanFacts) -> Result<Entity, String> {
+    let attrs = HashMap::from([
+        ("email".to_string(), s(&h.email)),
+        (
+            "roles".to_string(),
+            RestrictedExpression::new_set(h.roles.iter().map(|r| s(r))),
+        ),
+    ]);
+    Entity::new(uid("Human", &h.email)?, attrs, HashSet::new()).map_err(|e| e.to_string())
 }
 
 pub fn server_entity(m: &McpServer) -> Result<Entity, String> {

@@ -4,8 +4,10 @@
 //! schema) into an [`Engine`] together with the registry's agents, servers and tools as Cedar
 //! entities. The engine lives inside the registry snapshot, so a policy or registry change swaps
 //! both atomically, and a decision never touches the database. Decisions are deterministic in
-//! (agent, tool, the context features the policies read), so each engine memoises them: the
-//! steady-state token path is a hash lookup per tool.
+//! (principal, tool, the context features the policies read), so each engine memoises them: the
+//! steady-state token path is a hash lookup per tool. The principal is an `Agent` (from the
+//! registry) or a `Human`, a person acting through an MCP client, built from what the request
+//! or token says about them (email, roles; the client in `context.client`).
 pub mod authzen;
 mod cache;
 mod compile;
@@ -20,20 +22,28 @@ pub use entities::sensitivity_str as sensitivity_name;
 use crate::agents::Agent;
 use crate::registry::Registry;
 use crate::resources::{McpServer, Tool, ToolClass};
-use cache::{DecisionCache, Features};
+use cache::{DecisionCache, Features, PrincipalKey};
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, EntityId, EntityTypeName, EntityUid,
     PolicySet, Request, RestrictedExpression, Schema,
 };
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-/// The Cedar schema policies are validated against.
+/// The Cedar schema policies are validated against (version 2: `Agent` and `Human` principals).
 pub const SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
+/// Schema version 1 (`Agent` principals only, an attribute-less `Human`). A stored set that
+/// validates only against it still loads, in legacy mode: people acting through MCP clients
+/// are then evaluated as before, as low-trust agents (see [`Engine::legacy`]).
+pub const SCHEMA_V1: &str = include_str!("../../policies/v1/schema.cedarschema");
 /// The policies installed on first start.
 pub const DEFAULT_POLICIES: &str = include_str!("../../policies/default.cedar");
+/// The defaults installed by releases before schema version 2 (still stored by deployments
+/// that started then; they load in legacy mode).
+pub const DEFAULT_POLICIES_V1: &str = include_str!("../../policies/v1/default.cedar");
 
 /// Policy layer errors.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +114,37 @@ impl Decision {
     }
 }
 
+/// A person as policies see them: `Human::"<email>"` with `email` and `roles`. Built from
+/// what the request or token holds (never looked up while deciding).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HumanFacts {
+    /// Their email (the entity id); for a person named by an identity provider, the value of
+    /// its subject claim.
+    pub email: String,
+    /// Sorted, without duplicates (part of decision cache keys).
+    pub roles: Vec<String>,
+}
+
+impl HumanFacts {
+    pub fn new(email: impl Into<String>, roles: impl IntoIterator<Item = String>) -> Self {
+        let mut roles: Vec<String> = roles.into_iter().collect();
+        roles.sort_unstable();
+        roles.dedup();
+        Self {
+            email: email.into(),
+            roles,
+        }
+    }
+}
+
+/// The OAuth client a person acts through (`context.client`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ClientFacts {
+    pub id: String,
+    /// What the client calls itself; unknown when only its token is at hand.
+    pub name: Option<String>,
+}
+
 /// The request facts policies can read through `context` (see the schema).
 #[derive(Clone, Debug, Default)]
 pub struct Facts {
@@ -113,9 +154,12 @@ pub struct Facts {
     pub utc_offset_secs: i64,
     pub risk_score: i64,
     pub approved: bool,
-    pub approver: Option<String>,
-    /// The human the agent acts for, and their roles.
-    pub delegation: Option<(String, Vec<String>)>,
+    /// Who approved (in the context only when `approved`).
+    pub approver: Option<HumanFacts>,
+    /// The human the agent acts for (or the person acting through an MCP client).
+    pub delegation: Option<HumanFacts>,
+    /// The MCP client a person acts through.
+    pub client: Option<ClientFacts>,
     pub source_ip: Option<IpAddr>,
     /// The environment of the request; the agent's when empty.
     pub environment: String,
@@ -156,8 +200,16 @@ pub struct Engine {
     cache: DecisionCache,
 }
 
+/// The principal of one evaluation.
+#[derive(Clone, Copy)]
+enum Who<'a> {
+    Agent(&'a str),
+    Human(&'a HumanFacts),
+}
+
 struct Types {
     agent: EntityTypeName,
+    human: EntityTypeName,
     tool: EntityTypeName,
     server: EntityTypeName,
     actions: [EntityUid; 3],
@@ -168,6 +220,7 @@ impl Types {
         let action = |a: &str| EntityUid::from_str(&format!("Action::\"{a}\"")).ok();
         Some(Self {
             agent: EntityTypeName::from_str("Agent").ok()?,
+            human: EntityTypeName::from_str("Human").ok()?,
             tool: EntityTypeName::from_str("Tool").ok()?,
             server: EntityTypeName::from_str("McpServer").ok()?,
             actions: [action("read")?, action("write")?, action("execute")?],
@@ -218,6 +271,52 @@ pub fn schema() -> Result<Schema, PolicyError> {
         .map_err(|e| PolicyError::Invalid(format!("schema: {e}")))
 }
 
+/// Parses the version 1 schema (legacy sets).
+pub fn schema_v1() -> Result<Schema, PolicyError> {
+    Schema::from_cedarschema_str(SCHEMA_V1)
+        .map(|(s, _warnings)| s)
+        .map_err(|e| PolicyError::Invalid(format!("schema v1: {e}")))
+}
+
+/// The schema `compiled` was validated against (entities and requests must match it).
+pub fn schema_for(compiled: &Compiled) -> Result<Schema, PolicyError> {
+    if compiled.legacy {
+        schema_v1()
+    } else {
+        schema()
+    }
+}
+
+/// The agent standing for an MCP client acting for `person` under a legacy (schema version 1)
+/// policy set, as releases before Human principals evaluated it: trust level `low` (nobody
+/// vetted the client), in the server's environment, owned by the person.
+pub fn legacy_client_agent(client: &ClientFacts, person: &HumanFacts, server: &McpServer) -> Agent {
+    use crate::agents::{AgentStatus, AuthMethod, TrustLevel};
+    Agent {
+        id: client.id.clone(),
+        name: client.name.clone().unwrap_or_default(),
+        purpose: "MCP client acting for a person".into(),
+        justification: String::new(),
+        owner: person.email.clone(),
+        trust_level: TrustLevel::Low,
+        environment: server.environment.clone(),
+        allowed_resources: vec![server.resource.clone()],
+        scope_ceiling: ["tools:read", "tools:write", "tools:execute"]
+            .map(String::from)
+            .to_vec(),
+        token_ttl_cap: None,
+        status: AgentStatus::Active,
+        auth_method: AuthMethod::ClientSecretBasic,
+        jwks: None,
+        jwks_uri: None,
+        created_at: 0,
+        updated_at: 0,
+        session_lifetime_secs: None,
+        session_idle_secs: None,
+        groups: Vec::new(),
+    }
+}
+
 impl Engine {
     /// Compiles `source` (version `version`) against the registry. A set that does not compile
     /// (say, stored by an older release against an older schema) yields an engine that denies
@@ -228,11 +327,21 @@ impl Engine {
             ..Self::default()
         };
         let result = (|| -> Result<(), PolicyError> {
-            let schema = schema()?;
-            engine.entities = entities::build(registry, &schema).map_err(PolicyError::Invalid)?;
+            let mut schema = schema()?;
             if let Some(src) = source {
-                engine.compiled = Some(compile(src, &schema)?);
+                let compiled = compile(src, &schema)?;
+                if compiled.legacy {
+                    tracing::warn!(
+                        version,
+                        "the policy set in force was written for schema version 1: people \
+                         acting through MCP clients are evaluated as low-trust agents until a \
+                         set for version 2 is applied (see README \"Policies\")"
+                    );
+                    schema = schema_v1()?;
+                }
+                engine.compiled = Some(compiled);
             }
+            engine.entities = entities::build(registry, &schema).map_err(PolicyError::Invalid)?;
             engine.types = Types::new();
             engine.schema = Some(schema);
             Ok(())
@@ -258,6 +367,12 @@ impl Engine {
         }
     }
 
+    /// Whether the set in force was written for schema version 1 (no Human principals): people
+    /// acting through MCP clients are then evaluated as low-trust agents, as before.
+    pub fn legacy(&self) -> bool {
+        self.compiled.as_ref().is_some_and(|c| c.legacy)
+    }
+
     /// The policies in force.
     pub fn policies(&self) -> &[PolicyInfo] {
         self.compiled.as_ref().map_or(&[], |c| c.info.as_slice())
@@ -278,23 +393,86 @@ impl Engine {
         features: &Features,
         facts: &Facts,
     ) -> Arc<Decision> {
-        if let Some(d) = self
-            .cache
-            .get(&agent.id, &server.resource, &tool.name, features)
-        {
+        let key = PrincipalKey::Agent(agent.id.as_str().into());
+        if let Some(d) = self.cache.get(&key, &server.resource, &tool.name, features) {
             return d;
         }
         let d = Arc::new(self.evaluate(&agent.id, &tool_uid(server, tool), tool.class, facts));
         tracing::debug!(agent = %agent.id, tool = %tool.name, server = %server.resource,
             decision = d.decision.as_str(), reasons = ?d.reasons, "policy decision");
         self.cache.insert(
-            &agent.id,
+            key,
             &server.resource,
             &tool.name,
             features.clone(),
             d.clone(),
         );
         d
+    }
+
+    /// May `person`, acting through the MCP client `facts.client`, use `tool` of `server`?
+    /// The principal is `Human::"<email>"`; memoised per (email, roles, client, tool, features).
+    /// Under a legacy set the client is evaluated as a low-trust agent instead, as before.
+    pub fn decide_human(
+        &self,
+        person: &HumanFacts,
+        server: &McpServer,
+        tool: &Tool,
+        features: &Features,
+        facts: &Facts,
+    ) -> Arc<Decision> {
+        let key = PrincipalKey::Human {
+            email: person.email.as_str().into(),
+            roles: person.roles.clone(),
+            client: facts.client.clone(),
+        };
+        if let Some(d) = self.cache.get(&key, &server.resource, &tool.name, features) {
+            return d;
+        }
+        let d = Arc::new(self.evaluate_human(person, server, tool, facts));
+        tracing::debug!(human = %person.email, tool = %tool.name, server = %server.resource,
+            decision = d.decision.as_str(), reasons = ?d.reasons, "policy decision");
+        self.cache.insert(
+            key,
+            &server.resource,
+            &tool.name,
+            features.clone(),
+            d.clone(),
+        );
+        d
+    }
+
+    /// One uncached decision for a person acting through an MCP client (see
+    /// [`Engine::decide_human`]).
+    pub fn evaluate_human(
+        &self,
+        person: &HumanFacts,
+        server: &McpServer,
+        tool: &Tool,
+        facts: &Facts,
+    ) -> Decision {
+        let tool_id = tool_uid(server, tool);
+        if !self.legacy() {
+            return self.evaluate_core(
+                &self.entities,
+                Who::Human(person),
+                &tool_id,
+                tool.class,
+                facts,
+            );
+        }
+        let client = facts.client.clone().unwrap_or_default();
+        let agent = legacy_client_agent(&client, person, server);
+        let Some(entities) = self.entities_with(&agent) else {
+            return Decision::deny(vec!["the MCP client cannot be evaluated".into()]);
+        };
+        self.evaluate_core(
+            &entities,
+            Who::Agent(&agent.id),
+            &tool_id,
+            tool.class,
+            facts,
+        )
     }
 
     /// May `agent_id` impersonate the human it acts for on `tool_id` (RFC 8693 token exchange
@@ -318,7 +496,11 @@ impl Engine {
             Ok(s) => s,
             Err(e) => return Decision::deny(vec![e.to_string()]),
         };
-        let request = context(facts, facts.approved)
+        let entities = match self.request_entities(&self.entities, None, facts) {
+            Ok(e) => e,
+            Err(e) => return Decision::deny(vec![e]),
+        };
+        let request = context(facts, facts.approved, c.legacy)
             .map_err(|e| format!("context: {e}"))
             .and_then(|ctx| {
                 Request::new(principal, action, resource, ctx, Some(schema))
@@ -326,10 +508,48 @@ impl Engine {
             });
         match request {
             Ok(r) => self
-                .run(&self.entities, &full, &r, &c.forbids)
+                .run(&entities, &full, &r, &c.forbids)
                 .into_decision(Outcome::Permit),
             Err(e) => Decision::deny(vec![e]),
         }
+    }
+
+    /// `base` plus the people of this request as `Human` entities with their attributes
+    /// (schema version 2): the human principal, the approver, the delegating human. Only
+    /// evaluations that name people pay for the copy (the store is reference-counted). The first
+    /// description of a person wins (principal, then approver, then delegation). Under a legacy
+    /// set, or with nobody to add, `base` itself.
+    fn request_entities<'e>(
+        &self,
+        base: &'e Entities,
+        principal: Option<&HumanFacts>,
+        facts: &Facts,
+    ) -> Result<Cow<'e, Entities>, String> {
+        if self.legacy() {
+            return Ok(Cow::Borrowed(base));
+        }
+        // The approver even when not (yet) approved: step_up asks the hypothetical.
+        let approver = facts.approver.as_ref();
+        let mut people: Vec<&HumanFacts> = Vec::new();
+        for h in [principal, approver, facts.delegation.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if !people.iter().any(|p| p.email == h.email) {
+                people.push(h);
+            }
+        }
+        if people.is_empty() {
+            return Ok(Cow::Borrowed(base));
+        }
+        let list = people
+            .into_iter()
+            .map(entities::human_entity)
+            .collect::<Result<Vec<_>, _>>()?;
+        base.clone()
+            .add_entities(list, self.schema.as_ref())
+            .map(Cow::Owned)
+            .map_err(|e| format!("entities: {e}"))
     }
 
     /// One uncached decision.
@@ -340,11 +560,11 @@ impl Engine {
         class: ToolClass,
         facts: &Facts,
     ) -> Decision {
-        self.evaluate_in(&self.entities, agent_id, tool_id, class, facts)
+        self.evaluate_core(&self.entities, Who::Agent(agent_id), tool_id, class, facts)
     }
 
-    /// The registry's entities plus `principal`, a client that is not a registered agent (an
-    /// MCP client acting for a person), for [`Engine::evaluate_in`]. `None` when it cannot be
+    /// The registry's entities plus `principal`, an agent that is not registered (a legacy
+    /// stand-in for an MCP client), for [`Engine::evaluate_in`]. `None` when it cannot be
     /// added (then every decision for it is a deny).
     pub fn entities_with(&self, principal: &Agent) -> Option<Entities> {
         let schema = self.schema.as_ref()?;
@@ -352,11 +572,22 @@ impl Engine {
         self.entities.clone().add_entities([e], Some(schema)).ok()
     }
 
-    /// One uncached decision against `entities`.
+    /// One uncached decision for an agent against `entities`.
     pub fn evaluate_in(
         &self,
         entities: &Entities,
         agent_id: &str,
+        tool_id: &str,
+        class: ToolClass,
+        facts: &Facts,
+    ) -> Decision {
+        self.evaluate_core(entities, Who::Agent(agent_id), tool_id, class, facts)
+    }
+
+    fn evaluate_core(
+        &self,
+        base: &Entities,
+        who: Who<'_>,
         tool_id: &str,
         class: ToolClass,
         facts: &Facts,
@@ -369,8 +600,26 @@ impl Engine {
                 .unwrap_or_else(|| "no policy set is installed".into());
             return Decision::deny(vec![why]);
         };
-        let principal =
-            EntityUid::from_type_name_and_id(types.agent.clone(), EntityId::new(agent_id));
+        let (principal, person) = match who {
+            Who::Agent(id) => (
+                EntityUid::from_type_name_and_id(types.agent.clone(), EntityId::new(id)),
+                None,
+            ),
+            Who::Human(_) if c.legacy => {
+                return Decision::deny(vec![
+                    "the policy set in force predates Human principals".into(),
+                ]);
+            }
+            Who::Human(h) => (
+                EntityUid::from_type_name_and_id(types.human.clone(), EntityId::new(&h.email)),
+                Some(h),
+            ),
+        };
+        let entities = match self.request_entities(base, person, facts) {
+            Ok(e) => e,
+            Err(e) => return Decision::deny(vec![e]),
+        };
+        let entities = entities.as_ref();
         let resource = EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(tool_id));
         let server_uri = tool_id.rsplit_once('#').map_or(tool_id, |(s, _)| s);
         let server =
@@ -381,7 +630,7 @@ impl Engine {
         };
         let action = types.action(class);
         let request = |approved: bool| -> Result<Request, String> {
-            let ctx = context(facts, approved).map_err(|e| format!("context: {e}"))?;
+            let ctx = context(facts, approved, c.legacy).map_err(|e| format!("context: {e}"))?;
             Request::new(
                 principal.clone(),
                 action.clone(),
@@ -467,7 +716,8 @@ impl Run {
     }
 }
 
-fn context(facts: &Facts, approved: bool) -> Result<Context, String> {
+/// The Cedar context of `facts`; `legacy`: for a schema version 1 set (no `client`).
+fn context(facts: &Facts, approved: bool, legacy: bool) -> Result<Context, String> {
     let (hour, weekday) = facts.local();
     let s = |v: &str| RestrictedExpression::new_string(v.to_string());
     let human = |id: &str| -> Result<RestrictedExpression, String> {
@@ -495,7 +745,7 @@ fn context(facts: &Facts, approved: bool) -> Result<Context, String> {
         RestrictedExpression::new_bool(approved),
     )];
     if approved && let Some(a) = &facts.approver {
-        approval.push(("approver".to_string(), human(a)?));
+        approval.push(("approver".to_string(), human(&a.email)?));
     }
     let mut pairs = vec![
         ("time".to_string(), time),
@@ -509,17 +759,29 @@ fn context(facts: &Facts, approved: bool) -> Result<Context, String> {
         ),
         ("environment".to_string(), s(&facts.environment)),
     ];
-    if let Some((who, roles)) = &facts.delegation {
+    if let Some(d) = &facts.delegation {
         pairs.push((
             "delegation".to_string(),
             RestrictedExpression::new_record([
-                ("human".to_string(), human(who)?),
+                ("human".to_string(), human(&d.email)?),
                 (
                     "roles".to_string(),
-                    RestrictedExpression::new_set(roles.iter().map(|r| s(r))),
+                    RestrictedExpression::new_set(d.roles.iter().map(|r| s(r))),
                 ),
             ])
             .map_err(|e| e.to_string())?,
+        ));
+    }
+    if let Some(c) = &facts.client
+        && !legacy
+    {
+        let mut client = vec![("id".to_string(), s(&c.id))];
+        if let Some(name) = &c.name {
+            client.push(("name".to_string(), s(name)));
+        }
+        pairs.push((
+            "client".to_string(),
+            RestrictedExpression::new_record(client).map_err(|e| e.to_string())?,
         ));
     }
     if let Some(ip) = facts.source_ip {
@@ -532,40 +794,4 @@ fn context(facts: &Facts, approved: bool) -> Result<Context, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn local_time() {
-        // 2026-11-26 (a Thursday) 08:50:00 UTC.
-        let f = Facts {
-            now: 1_795_683_000,
-            ..Facts::default()
-        };
-        assert_eq!(f.local(), (8, 4));
-        let f = Facts {
-            now: 1_795_683_000,
-            utc_offset_secs: 16 * 3600,
-            ..Facts::default()
-        };
-        assert_eq!(f.local(), (0, 5));
-        let f = Facts {
-            now: 1_795_683_000,
-            utc_offset_secs: -9 * 3600,
-            ..Facts::default()
-        };
-        assert_eq!(f.local(), (23, 3));
-    }
-
-    #[test]
-    fn default_policies_compile() {
-        let schema = schema().unwrap();
-        let c = compile(DEFAULT_POLICIES, &schema).unwrap();
-        assert!(
-            c.info
-                .iter()
-                .any(|p| p.id == "restricted-needs-approval" && p.approval)
-        );
-        assert!(c.step_up_possible);
-    }
-}
+mod tests;

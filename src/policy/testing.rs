@@ -1,8 +1,12 @@
 //! Trying policies before they go live: a request described by hand (or naming registered
 //! agents and tools), evaluated against a policy text. `mandate policies test FILE` runs a file
-//! of such cases with expected decisions; the what-if endpoint evaluates one.
+//! of such cases with expected decisions; the what-if endpoint evaluates one. The principal is
+//! an agent (`agent`) or a person acting through an MCP client (`human`).
 use super::entities::{agent_entity, from_list, server_entity, tool_entity};
-use super::{Compiled, Decision, Engine, Facts, Outcome, PolicyError, schema, tool_uid};
+use super::{
+    ClientFacts, Compiled, Decision, Engine, Facts, HumanFacts, Outcome, PolicyError, schema_for,
+    tool_uid,
+};
 use crate::agents::{Agent, AgentStatus, AuthMethod, TrustLevel};
 use crate::registry::Registry;
 use crate::resources::{McpServer, Sensitivity, Tool, ToolClass};
@@ -33,6 +37,40 @@ pub struct DescribedAgent {
     pub purpose: String,
     #[serde(default)]
     pub groups: Vec<String>,
+}
+
+/// A person acting through an MCP client: `Human::"<email>"` with their Mandate roles.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HumanSpec {
+    pub email: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// The MCP client a person acts through (`context.client`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+/// The approver: an email, or an email with roles.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ApproverSpec {
+    Email(String),
+    Described(HumanSpec),
+}
+
+impl ApproverSpec {
+    pub fn facts(&self) -> HumanFacts {
+        match self {
+            Self::Email(e) => HumanFacts::new(e.clone(), []),
+            Self::Described(h) => HumanFacts::new(h.email.clone(), h.roles.clone()),
+        }
+    }
 }
 
 fn default_agent_id() -> String {
@@ -67,9 +105,13 @@ pub struct ContextSpec {
     pub risk_score: i64,
     #[serde(default)]
     pub approved: bool,
-    pub approver: Option<String>,
+    pub approver: Option<ApproverSpec>,
+    /// Default for a `human` case: that person (as in real requests).
     pub delegation: Option<DelegationSpec>,
+    /// Default for a `human` case: `{ id = "mcp-test-client", name = "test client" }`.
+    pub client: Option<ClientSpec>,
     pub source_ip: Option<std::net::IpAddr>,
+    /// Default: the agent's environment; for a `human` case, the tool's.
     pub environment: Option<String>,
 }
 
@@ -88,13 +130,21 @@ pub struct DelegationSpec {
     pub roles: Vec<String>,
 }
 
-/// One request to try, with the decision expected (test files).
+impl DelegationSpec {
+    pub fn facts(&self) -> HumanFacts {
+        HumanFacts::new(self.human.clone(), self.roles.clone())
+    }
+}
+
+/// One request to try, with the decision expected (test files): exactly one of `agent` and
+/// `human` is the principal.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Case {
     #[serde(default)]
     pub name: String,
-    pub agent: AgentSpec,
+    pub agent: Option<AgentSpec>,
+    pub human: Option<HumanSpec>,
     pub tool: ToolSpec,
     #[serde(default)]
     pub context: ContextSpec,
@@ -147,8 +197,8 @@ fn bad(what: impl Into<String>) -> PolicyError {
 }
 
 impl Case {
-    fn agent(&self, registry: Option<&Registry>) -> Result<Agent, PolicyError> {
-        match &self.agent {
+    fn agent(&self, spec: &AgentSpec, registry: Option<&Registry>) -> Result<Agent, PolicyError> {
+        match spec {
             AgentSpec::Registered(id) => registry
                 .and_then(|r| r.agent(id))
                 .map(|a| (**a).clone())
@@ -221,7 +271,7 @@ impl Case {
 
     fn facts(
         &self,
-        agent: &Agent,
+        environment: &str,
         now: i64,
         offset_at: &dyn Fn(i64) -> i64,
     ) -> Result<Facts, PolicyError> {
@@ -240,16 +290,17 @@ impl Case {
             utc_offset_secs: offset_at(time),
             risk_score: c.risk_score,
             approved: c.approved,
-            approver: c.approver.clone(),
-            delegation: c
-                .delegation
-                .as_ref()
-                .map(|d| (d.human.clone(), d.roles.clone())),
+            approver: c.approver.as_ref().map(ApproverSpec::facts),
+            delegation: c.delegation.as_ref().map(DelegationSpec::facts),
+            client: c.client.as_ref().map(|c| ClientFacts {
+                id: c.id.clone(),
+                name: c.name.clone(),
+            }),
             source_ip: c.source_ip,
             environment: c
                 .environment
                 .clone()
-                .unwrap_or_else(|| agent.environment.clone()),
+                .unwrap_or_else(|| environment.to_string()),
         })
     }
 
@@ -268,21 +319,39 @@ impl Case {
                 Outcome::parse(e).ok_or_else(|| bad("expect must be permit, deny or step_up"))?,
             ),
         };
-        let agent = self.agent(registry)?;
         let (server, tool) = self.tool(registry)?;
-        let facts = self.facts(&agent, now, offset_at)?;
-        let schema = schema()?;
-        let entities = from_list(
-            vec![
-                agent_entity(&agent).map_err(bad)?,
-                server_entity(&server).map_err(bad)?,
-                tool_entity(&server, &tool).map_err(bad)?,
-            ],
-            &schema,
-        )
-        .map_err(bad)?;
-        let engine = Engine::with_entities(compiled.clone(), entities, schema);
-        let decision = engine.evaluate(&agent.id, &tool_uid(&server, &tool), tool.class, &facts);
+        let schema = schema_for(compiled)?;
+        let mut list = vec![
+            server_entity(&server).map_err(bad)?,
+            tool_entity(&server, &tool).map_err(bad)?,
+        ];
+        let decision = match (&self.agent, &self.human) {
+            (Some(spec), None) => {
+                let agent = self.agent(spec, registry)?;
+                let facts = self.facts(&agent.environment, now, offset_at)?;
+                list.push(agent_entity(&agent).map_err(bad)?);
+                let entities = from_list(list, &schema).map_err(bad)?;
+                let engine = Engine::with_entities(compiled.clone(), entities, schema);
+                engine.evaluate(&agent.id, &tool_uid(&server, &tool), tool.class, &facts)
+            }
+            (None, Some(h)) => {
+                let person = HumanFacts::new(h.email.clone(), h.roles.clone());
+                let mut facts = self.facts(&server.environment, now, offset_at)?;
+                if facts.delegation.is_none() {
+                    facts.delegation = Some(person.clone());
+                }
+                if facts.client.is_none() {
+                    facts.client = Some(ClientFacts {
+                        id: "mcp-test-client".into(),
+                        name: Some("test client".into()),
+                    });
+                }
+                let entities = from_list(list, &schema).map_err(bad)?;
+                let engine = Engine::with_entities(compiled.clone(), entities, schema);
+                engine.evaluate_human(&person, &server, &tool, &facts)
+            }
+            _ => return Err(bad("a case names exactly one of agent and human")),
+        };
         Ok(CaseResult {
             name: self.name.clone(),
             passed: expected.is_none_or(|e| e == decision.decision),

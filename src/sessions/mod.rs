@@ -376,6 +376,7 @@ mod tests {
             env: Some("dev".into()),
             act: None,
             approval: None,
+            person: None,
         }
     }
 

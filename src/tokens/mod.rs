@@ -29,6 +29,18 @@ pub struct AccessClaims {
     /// A human's approval of this exact transaction (CIBA grant, src/approvals/).
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<Box<ApprovalClaims>>,
+    /// The person a token of an MCP client is for (authorization-code grant and refresh), so
+    /// that policy can decide on their token (AuthZEN) without looking them up.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<Box<PersonClaims>>,
+}
+
+/// Who the person is, in a token an MCP client holds for them: `email` (OpenID Connect Core
+/// §5.1) and `roles` (RFC 9068 §2.2.3.1; their Mandate roles at issue time).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PersonClaims {
+    pub email: String,
+    pub roles: Vec<String>,
 }
 
 /// What a token issued on a human's approval carries (RFC 9396, RFC 9470).

@@ -19,6 +19,7 @@ mod humans;
 mod introspection;
 mod keys;
 mod ops;
+mod people;
 mod policy;
 mod revocation;
 mod sessions;

@@ -113,7 +113,8 @@ async fn policy_lifecycle(h: H) -> H {
     let r = call(&h, M::GET, "/policies", &t, None).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["version"], 1);
-    assert_eq!(r.body["policies"].as_array().unwrap().len(), 6);
+    assert_eq!(r.body["policies"].as_array().unwrap().len(), 10);
+    assert_eq!(r.body["schema_version"], 2);
     // No admin token: refused.
     let r = Resp::from(
         h.http
@@ -515,7 +516,7 @@ async fn agent_groups_in_policy(h: H) -> H {
     let other = agent(&h, "medium").await;
     let t = admin(&h).await;
     let only_payments_write = format!(
-        "{}\n@id(\"writes-are-for-payments\")\nforbid (principal, action == Action::\"write\", resource)\n\
+        "{}\n@id(\"writes-are-for-payments\")\nforbid (principal is Agent, action == Action::\"write\", resource)\n\
          unless {{ principal.groups.contains(\"team:payments\") }};\n",
         mandate::policy::DEFAULT_POLICIES
     );

@@ -242,7 +242,7 @@ impl App {
             .link_code(&row.code_hash, &family.id)
             .await
             .map_err(store_err)?;
-        self.issue_in_family(client, &family, &row.scope, seen)
+        self.issue_in_family(client, &family, &person, &row.scope, seen)
             .await
     }
 
@@ -290,11 +290,13 @@ impl App {
     }
 
     /// Issues an access token (and, for clients with the refresh grant, a new refresh token)
-    /// in `family`, for `scope` (already within the family's).
+    /// in `family`, for `scope` (already within the family's). The token names `person` (email
+    /// and current roles) so that policy can decide on it without looking them up.
     pub async fn issue_in_family(
         &self,
         client: &OAuthClient,
         family: &refresh_family::Model,
+        person: &Person,
         scope: &str,
         seen: &mut Seen,
     ) -> Result<TokenResponse, OAuthError> {
@@ -324,6 +326,10 @@ impl App {
             env: Some(server.environment.clone()),
             act: None,
             approval: None,
+            person: Some(Box::new(crate::tokens::PersonClaims {
+                email: person.email.clone(),
+                roles: person.roles.clone(),
+            })),
         };
         if claims.exp <= now {
             return Err(OAuthError::InvalidGrant("the grant has expired".into()));

@@ -126,7 +126,10 @@ impl App {
         let mut facts =
             Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), Some(peer));
         facts.approved = true;
-        facts.approver = Some(approver.email.clone());
+        facts.approver = Some(crate::policy::HumanFacts::new(
+            approver.email.clone(),
+            approver.roles.clone(),
+        ));
         let engine = &registry.policy;
         let features = engine.features(&facts);
         let granted = scopes::narrow(Some(&r.scope), &agent.scope_ceiling, &server, |tool| {
@@ -191,6 +194,7 @@ impl App {
                 auth_time: r.decided_at.unwrap_or(now),
                 approver: approver.id.clone(),
             })),
+            person: None,
         };
         let key = registry
             .keys

@@ -161,6 +161,7 @@ pub fn decide(
         env: Some(agent.environment.clone()),
         act: None,
         approval: None,
+        person: None,
     };
     Ok(Grant { claims, step_up })
 }

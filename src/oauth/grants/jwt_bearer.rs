@@ -209,7 +209,7 @@ impl App {
             super::client_credentials::resolve_resource(&agent, resource_params, registry)?;
         let mut facts =
             Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), Some(peer));
-        facts.delegation = Some((human.clone(), roles));
+        facts.delegation = Some(crate::policy::HumanFacts::new(human.clone(), roles));
         // requested ∩ ID-JAG ∩ policy.
         let jag_scope = v.str("scope").map(str::to_string);
         let requested = p.get("scope").or(jag_scope.as_deref());
@@ -242,6 +242,7 @@ impl App {
             env: Some(agent.environment.clone()),
             act: None,
             approval: None,
+            person: None,
         };
         self.issue_delegated(
             registry,

@@ -97,15 +97,15 @@ impl App {
             ));
         };
         // Policy again, within what is asked (itself within the grant).
-        let granted = self
-            .person_scopes(
-                client,
-                &server,
-                &person,
-                Some(asked.as_deref().unwrap_or(&family.scope)),
-                None,
-            )?
-            .granted;
+        let decided = self.person_scopes(
+            client,
+            &server,
+            &person,
+            Some(asked.as_deref().unwrap_or(&family.scope)),
+            None,
+        )?;
+        seen.policy_reasons.extend(decided.reasons);
+        let granted = decided.granted;
         if granted.is_empty() {
             return Err(OAuthError::InvalidScope(
                 "policy no longer permits any of the granted scopes".into(),
@@ -121,7 +121,7 @@ impl App {
                 "the refresh token was already used; the grant is revoked".into(),
             ));
         }
-        self.issue_in_family(client, &family, &granted.join(" "), seen)
+        self.issue_in_family(client, &family, &person, &granted.join(" "), seen)
             .await
     }
 

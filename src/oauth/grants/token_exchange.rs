@@ -455,7 +455,7 @@ impl App {
         }
         let mut facts =
             Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), Some(peer));
-        facts.delegation = human;
+        facts.delegation = human.map(|(who, roles)| crate::policy::HumanFacts::new(who, roles));
         let server = resolve(&agent, p, registry)?;
         let subject_scope = ours.as_ref().map(|c| c.scope.clone());
         let (granted, step_up) = policy_scopes(
@@ -517,6 +517,7 @@ impl App {
             env: Some(agent.environment.clone()),
             act,
             approval: None,
+            person: None,
         };
         let session = match &ours {
             Some(c) => SessionOf::Kept(c.sid.clone()),
@@ -584,7 +585,8 @@ impl App {
         }
         let mut facts =
             Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), Some(peer));
-        facts.delegation = (c.sub != c.client_id).then(|| (c.sub.clone(), Vec::new()));
+        facts.delegation =
+            (c.sub != c.client_id).then(|| crate::policy::HumanFacts::new(c.sub.clone(), []));
         let target = resolve(&agent, p, registry)?;
         if target.resource == server.resource {
             return Err(OAuthError::InvalidTarget(
@@ -621,6 +623,7 @@ impl App {
             env: c.env.clone(),
             act: Some(act),
             approval: None,
+            person: None,
         };
         self.issue_delegated(
             registry,
