@@ -66,7 +66,7 @@ fn rows() -> RegistryRows {
 /// The defaults plus generated per-agent and per-server policies, up to `POLICIES`.
 fn policies() -> String {
     let mut src = mandate::policy::DEFAULT_POLICIES.to_string();
-    let mut n = 6;
+    let mut n = mandate::policy::DEFAULT_POLICIES.matches("@id(").count();
     let mut i = 0;
     while n < POLICIES {
         src.push_str(&format!(
@@ -75,7 +75,7 @@ fn policies() -> String {
             i % SERVERS
         ));
         src.push_str(&format!(
-            "@id(\"server-{i}-no-export-for-purpose\")\nforbid (principal, action, resource == Tool::\"https://s{}.mcp.test/mcp#export\")\nwhen {{ principal.purpose == \"marketing-{i}\" }};\n",
+            "@id(\"server-{i}-no-export-for-purpose\")\nforbid (principal is Agent, action, resource == Tool::\"https://s{}.mcp.test/mcp#export\")\nwhen {{ principal.purpose == \"marketing-{i}\" }};\n",
             i % SERVERS
         ));
         n += 2;

@@ -538,6 +538,7 @@ fn pg_fast_sql() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sea_orm::Statement;
 
     #[test]
     fn loopback_hosts() {

@@ -376,6 +376,58 @@ async fn back_pressure_loses_nothing(mut h: H) -> H {
 }
 both!(back_pressure_loses_nothing);
 
+/// Batches of the writer and registry changes (each recorded in its own transaction on
+/// another connection) interleave on one stream: the chain stays whole and gap-free.
+async fn batches_and_registry_changes_share_one_chain(h: H) -> H {
+    let (_server, agent, _token) = setup(&h).await;
+    let mut tasks = Vec::new();
+    for _ in 0..120 {
+        let (http, url, id, secret) = (
+            h.http.clone(),
+            h.url("/token"),
+            agent.0.clone(),
+            agent.1.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                .basic_auth(id, Some(secret))
+                .form(&[("grant_type", "client_credentials"), ("resource", URI)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for i in 0..8 {
+        h.server(
+            &format!("https://interleaved-{i}.mcp.test/"),
+            "prod",
+            &["x:read:public"],
+        )
+        .await;
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let all = events(&h).await;
+    assert_eq!(of_type(&all, "token.issued").len(), 121);
+    assert_eq!(of_type(&all, "server.created").len(), 9);
+    let stream = &of_type(&all, "token.issued")[0]["stream"];
+    let mut seqs: Vec<i64> = all
+        .iter()
+        .filter(|e| &e["stream"] == stream)
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert!(seqs.len() >= 130, "{}", seqs.len());
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    let report = verify(&h).await;
+    assert!(report.ok, "{report:?}");
+    h
+}
+both!(batches_and_registry_changes_share_one_chain);
+
 async fn admin_api_filters_and_pages(h: H) -> H {
     let (server, agent, token) = setup(&h).await;
     for _ in 0..4 {
