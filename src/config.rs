@@ -71,8 +71,8 @@ pub struct Config {
     /// Tick of the audit writer's timer (sink flush, checkpoints, retention), in milliseconds
     /// (`MANDATE_AUDIT_FLUSH_INTERVAL_MS`).
     pub audit_flush_interval_ms: u64,
-    /// Microseconds the audit writer waits for more events when fewer than 64 are queued:
-    /// fewer, larger commits (`MANDATE_AUDIT_LINGER_US`).
+    /// Microseconds the audit writer waits for more events when 2 to 63 are queued (a lone
+    /// event commits at once): fewer, larger commits under load (`MANDATE_AUDIT_LINGER_US`).
     pub audit_linger_us: u64,
     /// A checkpoint of the stream head every this many events (`MANDATE_AUDIT_CHECKPOINT_EVERY`).
     pub audit_checkpoint_every: i64,
@@ -214,7 +214,7 @@ impl Default for Config {
             audit_queue_capacity: 8192,
             audit_batch_max: 1000,
             audit_flush_interval_ms: 1000,
-            audit_linger_us: 0,
+            audit_linger_us: 500,
             audit_checkpoint_every: 10_000,
             audit_checkpoint_interval_secs: 60,
             audit_sink: None,

@@ -49,7 +49,7 @@ pub struct WriterSettings {
     pub linger_us: u64,
 }
 
-/// Batches smaller than this wait `linger_us` for more events.
+/// Batches of 2 up to this many events wait `linger_us` for more.
 const LINGER_BELOW: usize = 64;
 
 /// Counters the writer keeps (exported as `mandate_audit_*` metrics).
@@ -183,15 +183,13 @@ async fn connect(t: &Target, sync: bool) -> Result<Store, DbErr> {
     }
     if t.url.starts_with("sqlite:") {
         opts.map_sqlx_sqlite_opts(move |o| {
-            // The writer never checkpoints the WAL in its commit path (a checkpoint syncs the
-            // database file: milliseconds); a side connection does it on the timer.
-            o.busy_timeout(Duration::from_secs(5))
-                .pragma("wal_autocheckpoint", "0")
-                .synchronous(if sync {
-                    sqlx::sqlite::SqliteSynchronous::Full
-                } else {
-                    sqlx::sqlite::SqliteSynchronous::Normal
-                })
+            // Batches go through `Lite`; this connection does the rare rest (checkpoints of
+            // the chain, retention).
+            o.busy_timeout(Duration::from_secs(5)).synchronous(if sync {
+                sqlx::sqlite::SqliteSynchronous::Full
+            } else {
+                sqlx::sqlite::SqliteSynchronous::Normal
+            })
         });
     } else {
         opts.map_sqlx_postgres_opts(move |o| {
@@ -277,20 +275,14 @@ async fn run(
         stats,
     };
     let mut last_checkpoint = clock.now();
-    // SQLite: checkpoints of the write-ahead log, off the writer's connection.
-    let checkpointer = match w.store.db.get_database_backend() {
-        DbBackend::Sqlite => connect(target, true).await.ok(),
-        _ => None,
-    };
-    let wal_busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut last_prune = 0i64;
     let max = w.s.batch_max.max(1);
     let linger = w.s.linger_us;
     let mut batch: Vec<(Event, Ack)> = Vec::with_capacity(max);
     loop {
         let mut stopping = false;
+        // Not `biased`: under a steady stream of events the timer still gets its turn.
         tokio::select! {
-            biased;
             n = rx.recv_many(&mut batch, max) => {
                 if n == 0 {
                     stopping = true;
@@ -315,23 +307,13 @@ async fn run(
                 if let Some(sink) = &mut sink {
                     sink.flush();
                 }
-                if let Some(c) = &checkpointer
-                    && !wal_busy.swap(true, std::sync::atomic::Ordering::AcqRel)
-                {
-                    let (c, busy) = (c.clone(), wal_busy.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = c.db.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)").await {
-                            tracing::warn!(error = %e, "audit WAL checkpoint failed");
-                        }
-                        busy.store(false, std::sync::atomic::Ordering::Release);
-                    });
-                }
                 continue;
             }
         }
-        if !stopping && linger > 0 && batch.len() < max.min(LINGER_BELOW) {
-            // Group more events per commit: fewer, larger commits cost less CPU than this
-            // short wait adds to the latency (the writer has its own thread to block).
+        if !stopping && linger > 0 && (2..max.min(LINGER_BELOW)).contains(&batch.len()) {
+            // Requests arrive together (more than one queued): group more events per commit.
+            // Fewer, larger commits cost less CPU than this short wait adds to the latency
+            // (the writer has its own thread to block). A lone event commits at once.
             std::thread::sleep(std::time::Duration::from_micros(linger));
             let room = max - batch.len();
             for _ in 0..room {
