@@ -111,8 +111,21 @@ impl Writer {
                             return;
                         }
                     };
+                    // SQLite: the connection batches go through (the writer does not start
+                    // without it).
+                    let lite = match store.db.get_database_backend() {
+                        DbBackend::Sqlite => match Lite::open(&target.url, settings.sync_commit) {
+                            Ok(l) => Some(l),
+                            Err(e) => {
+                                let _ =
+                                    ready_tx.send(Err(DbErr::Custom(format!("audit writer: {e}"))));
+                                return;
+                            }
+                        },
+                        _ => None,
+                    };
                     let _ = ready_tx.send(Ok(()));
-                    run(store, &target, clock, settings, rx, stop2, sink, stats).await;
+                    run(store, lite, clock, settings, rx, stop2, sink, stats).await;
                 });
                 let _ = done_tx.send(());
             })
@@ -243,7 +256,7 @@ fn is_loopback(host: &str) -> bool {
 )]
 async fn run(
     store: Store,
-    target: &Target,
+    lite: Option<Lite>,
     clock: Arc<dyn Clock>,
     s: WriterSettings,
     mut rx: mpsc::Receiver<(Event, Ack)>,
@@ -255,17 +268,6 @@ async fn run(
         s.flush_interval_ms.max(10),
     ));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let lite = match store.db.get_database_backend() {
-        DbBackend::Sqlite => match Lite::open(&target.url, s.sync_commit) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                // Every batch fails (and so every request that records): fail closed.
-                tracing::error!(error = %e, "audit writer cannot open the SQLite database");
-                None
-            }
-        },
-        _ => None,
-    };
     let mut w = State {
         store,
         lite,
