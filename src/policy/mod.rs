@@ -394,11 +394,25 @@ impl Engine {
         facts: &Facts,
     ) -> Arc<Decision> {
         let key = PrincipalKey::Agent(agent.id.as_str().into());
+        self.memoised(key, server, tool, features, || {
+            self.evaluate(&agent.id, &tool_uid(server, tool), tool.class, facts)
+        })
+    }
+
+    /// The cached decision under `key` for `tool`, else `evaluate`'s, cached.
+    fn memoised(
+        &self,
+        key: PrincipalKey,
+        server: &McpServer,
+        tool: &Tool,
+        features: &Features,
+        evaluate: impl FnOnce() -> Decision,
+    ) -> Arc<Decision> {
         if let Some(d) = self.cache.get(&key, &server.resource, &tool.name, features) {
             return d;
         }
-        let d = Arc::new(self.evaluate(&agent.id, &tool_uid(server, tool), tool.class, facts));
-        tracing::debug!(agent = %agent.id, tool = %tool.name, server = %server.resource,
+        let d = Arc::new(evaluate());
+        tracing::debug!(principal = ?key, tool = %tool.name, server = %server.resource,
             decision = d.decision.as_str(), reasons = ?d.reasons, "policy decision");
         self.cache.insert(
             key,
@@ -426,20 +440,9 @@ impl Engine {
             roles: person.roles.clone(),
             client: facts.client.clone(),
         };
-        if let Some(d) = self.cache.get(&key, &server.resource, &tool.name, features) {
-            return d;
-        }
-        let d = Arc::new(self.evaluate_human(person, server, tool, facts));
-        tracing::debug!(human = %person.email, tool = %tool.name, server = %server.resource,
-            decision = d.decision.as_str(), reasons = ?d.reasons, "policy decision");
-        self.cache.insert(
-            key,
-            &server.resource,
-            &tool.name,
-            features.clone(),
-            d.clone(),
-        );
-        d
+        self.memoised(key, server, tool, features, || {
+            self.evaluate_human(person, server, tool, facts)
+        })
     }
 
     /// One uncached decision for a person acting through an MCP client (see

@@ -342,30 +342,36 @@ async fn truncation_is_caught_by_checkpoints(mut h: H) -> H {
 }
 both!(truncation_is_caught_by_checkpoints);
 
+/// `n` concurrent token requests by `agent`, each yielding its HTTP status.
+fn token_requests(h: &H, agent: &(String, String), n: usize) -> Vec<tokio::task::JoinHandle<u16>> {
+    (0..n)
+        .map(|_| {
+            let (http, url, id, secret) = (
+                h.http.clone(),
+                h.url("/token"),
+                agent.0.clone(),
+                agent.1.clone(),
+            );
+            tokio::spawn(async move {
+                http.post(url)
+                    .basic_auth(id, Some(secret))
+                    .form(&[("grant_type", "client_credentials"), ("resource", URI)])
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect()
+}
+
 async fn back_pressure_loses_nothing(mut h: H) -> H {
     h.config.audit_queue_capacity = 1;
     h.config.audit_batch_max = 2;
     h.boot().await;
     let (_server, agent, _token) = setup(&h).await;
-    let mut tasks = Vec::new();
-    for _ in 0..150 {
-        let (http, url, id, secret) = (
-            h.http.clone(),
-            h.url("/token"),
-            agent.0.clone(),
-            agent.1.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            http.post(url)
-                .basic_auth(id, Some(secret))
-                .form(&[("grant_type", "client_credentials"), ("resource", URI)])
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
+    let tasks = token_requests(&h, &agent, 150);
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
@@ -380,25 +386,7 @@ both!(back_pressure_loses_nothing);
 /// another connection) interleave on one stream: the chain stays whole and gap-free.
 async fn batches_and_registry_changes_share_one_chain(h: H) -> H {
     let (_server, agent, _token) = setup(&h).await;
-    let mut tasks = Vec::new();
-    for _ in 0..120 {
-        let (http, url, id, secret) = (
-            h.http.clone(),
-            h.url("/token"),
-            agent.0.clone(),
-            agent.1.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            http.post(url)
-                .basic_auth(id, Some(secret))
-                .form(&[("grant_type", "client_credentials"), ("resource", URI)])
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
+    let tasks = token_requests(&h, &agent, 120);
     for i in 0..8 {
         h.server(
             &format!("https://interleaved-{i}.mcp.test/"),
