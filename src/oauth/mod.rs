@@ -51,6 +51,29 @@ pub const GRANT_TYPES: &[&str] = &[
 ];
 
 impl App {
+    /// Authenticates the caller of a grant only agents may use (MCP servers get
+    /// `unauthorized_client`) and records it in `seen`.
+    pub(crate) async fn authenticate_agent(
+        &self,
+        registry: &Registry,
+        now: i64,
+        peer: IpAddr,
+        authorization: Option<&str>,
+        p: &Params,
+        seen: &mut crate::audit::Seen,
+    ) -> Result<std::sync::Arc<crate::agents::Agent>, OAuthError> {
+        let client =
+            client_auth::authenticate(&self.auth_env(registry, now, peer), authorization, p)
+                .await?;
+        let Client::Agent(agent) = client else {
+            return Err(OAuthError::UnauthorizedClient(
+                "MCP server credentials cannot obtain tokens".into(),
+            ));
+        };
+        seen.agent = Some(agent.clone());
+        Ok(agent)
+    }
+
     pub(crate) fn auth_env<'a>(
         &'a self,
         registry: &'a Registry,
@@ -103,15 +126,9 @@ impl App {
             // A human's approval of one call (src/approvals/).
             return self.ciba_token(peer, authorization, &p, seen).await;
         }
-        let client =
-            client_auth::authenticate(&self.auth_env(&registry, now, peer), authorization, &p)
-                .await?;
-        let Client::Agent(agent) = client else {
-            return Err(OAuthError::UnauthorizedClient(
-                "MCP server credentials cannot obtain tokens".into(),
-            ));
-        };
-        seen.agent = Some(agent.clone());
+        let agent = self
+            .authenticate_agent(&registry, now, peer, authorization, &p, seen)
+            .await?;
         if !self.backend.healthy() {
             // Never issue a token nobody could revoke.
             return Err(OAuthError::TemporarilyUnavailable(
@@ -316,7 +333,25 @@ impl App {
             }
         };
         let token = p.require("token")?;
-        // RFC 7009 §2.2: an invalid or expired token is a success with nothing to do.
+        let owner = caller.as_ref().map(|a| a.id.as_str());
+        self.revoke_access_token(&registry, now, token, owner, |c| match admin_id {
+            Some(id) => crate::audit::Actor::new(crate::audit::ActorKind::Admin, id),
+            None => crate::audit::Actor::new(crate::audit::ActorKind::Agent, &c.client_id),
+        })
+        .await
+    }
+
+    /// RFC 7009 for an access token: an invalid or expired one is a success with nothing to
+    /// do (§2.2); one not issued to `owner` (when given) is refused (§2.1); otherwise its
+    /// `jti` is revoked until it expires, by the actor `by` names.
+    pub(crate) async fn revoke_access_token(
+        &self,
+        registry: &Registry,
+        now: i64,
+        token: &str,
+        owner: Option<&str>,
+        by: impl FnOnce(&crate::tokens::AccessClaims) -> crate::audit::Actor,
+    ) -> Result<(), OAuthError> {
         let Ok(c) = crate::tokens::verify(
             token,
             &registry.keys,
@@ -326,20 +361,13 @@ impl App {
         ) else {
             return Ok(());
         };
-        if let Some(agent) = caller
-            && agent.id != c.client_id
-        {
-            // RFC 7009 §2.1: the token was not issued to this client.
+        if owner.is_some_and(|o| o != c.client_id) {
             return Err(OAuthError::UnauthorizedClient(
                 "the token was not issued to this client".into(),
             ));
         }
-        let by = match admin_id {
-            Some(id) => crate::audit::Actor::new(crate::audit::ActorKind::Admin, id),
-            None => crate::audit::Actor::new(crate::audit::ActorKind::Agent, &c.client_id),
-        };
         self.revoke_kind(
-            by,
+            by(&c),
             crate::sessions::Kind::Jti,
             &c.jti,
             Some(&c.client_id),

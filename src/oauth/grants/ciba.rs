@@ -6,7 +6,6 @@ use crate::app::App;
 use crate::approvals::entity::approval_request as row;
 use crate::approvals::{ACR, SLOW_DOWN_STEP, Status};
 use crate::audit::{Actor, ActorKind, Event, Seen, kinds};
-use crate::oauth::client_auth::{self, Client};
 use crate::oauth::{OAuthError, Params, TokenResponse, scopes};
 use crate::policy::{Facts, Outcome};
 use crate::tokens::{AccessClaims, ApprovalClaims};
@@ -30,15 +29,9 @@ impl App {
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
         let registry = self.registry();
-        let client =
-            client_auth::authenticate(&self.auth_env(&registry, now, peer), authorization, p)
-                .await?;
-        let Client::Agent(agent) = client else {
-            return Err(OAuthError::UnauthorizedClient(
-                "MCP server credentials cannot obtain tokens".into(),
-            ));
-        };
-        seen.agent = Some(agent.clone());
+        let agent = self
+            .authenticate_agent(&registry, now, peer, authorization, p, seen)
+            .await?;
         let id = p.require("auth_req_id")?;
         let hash = crate::secrets::hex(&crate::secrets::hash(id));
         let r = row::Entity::find()

@@ -11,7 +11,6 @@
 use super::token_exchange::{SessionOf, policy_scopes, scope_allows};
 use crate::agents::AgentStatus;
 use crate::app::App;
-use crate::oauth::client_auth::{self, Client};
 use crate::oauth::trust::{Trust, TrustKind, Verified};
 use crate::oauth::{OAuthError, Params, TokenResponse};
 use crate::policy::Facts;
@@ -91,15 +90,9 @@ impl App {
             || p.get("client_assertion").is_some()
             || p.get("client_assertion_type").is_some();
         if client_auth {
-            let client =
-                client_auth::authenticate(&self.auth_env(&registry, now, peer), authorization, p)
-                    .await?;
-            let Client::Agent(agent) = client else {
-                return Err(OAuthError::UnauthorizedClient(
-                    "MCP server credentials cannot obtain tokens".into(),
-                ));
-            };
-            seen.agent = Some(agent.clone());
+            let agent = self
+                .authenticate_agent(&registry, now, peer, authorization, p, seen)
+                .await?;
             let (iss, typ) = Trust::peek(assertion).map_err(grant_err)?;
             note(seen, "assertion_issuer", &iss);
             if !typ.is_some_and(|t| t.eq_ignore_ascii_case(ID_JAG_TYP)) {

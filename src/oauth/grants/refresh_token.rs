@@ -201,29 +201,7 @@ impl App {
             return Ok(());
         }
         let registry = self.registry();
-        let Ok(c) = crate::tokens::verify(
-            token,
-            &registry.keys,
-            &self.issuer,
-            now,
-            self.config.access_token_ttl_secs,
-        ) else {
-            return Ok(());
-        };
-        if c.client_id != client.client_id {
-            return Err(OAuthError::UnauthorizedClient(
-                "the token was not issued to this client".into(),
-            ));
-        }
-        self.revoke_kind(
-            by,
-            crate::sessions::Kind::Jti,
-            &c.jti,
-            Some(&c.client_id),
-            Some(c.exp),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|_| OAuthError::TemporarilyUnavailable("revocation store unavailable".into()))
+        self.revoke_access_token(&registry, now, token, Some(&client.client_id), |_| by)
+            .await
     }
 }
