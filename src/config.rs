@@ -58,6 +58,9 @@ pub struct Config {
     /// daylight saving included; overrides `policy_utc_offset_minutes`
     /// (`MANDATE_POLICY_TIME_ZONE`).
     pub policy_time_zone: Option<String>,
+    /// `policy_time_zone` parsed, on first use (not per request); derived, never set.
+    #[serde(skip)]
+    pub policy_tz: std::sync::OnceLock<Option<chrono_tz::Tz>>,
     /// HTTP worker threads, each with its own runtime; default: one per CPU
     /// (`MANDATE_HTTP_WORKERS`).
     pub http_workers: Option<usize>,
@@ -222,6 +225,7 @@ impl Default for Config {
             audit_sync_commit: false,
             policy_utc_offset_minutes: 0,
             policy_time_zone: None,
+            policy_tz: std::sync::OnceLock::new(),
             trusted_issuers: Vec::new(),
             max_delegation_depth: 5,
             human_session_lifetime_secs: 43_200,
@@ -309,11 +313,12 @@ impl Config {
         use chrono::Offset;
         use chrono::TimeZone;
         let fixed = self.policy_utc_offset_minutes * 60;
-        let Some(tz) = self
-            .policy_time_zone
-            .as_deref()
-            .and_then(|z| z.parse::<chrono_tz::Tz>().ok())
-        else {
+        let tz = self.policy_tz.get_or_init(|| {
+            self.policy_time_zone
+                .as_deref()
+                .and_then(|z| z.parse::<chrono_tz::Tz>().ok())
+        });
+        let Some(tz) = tz else {
             return fixed;
         };
         match chrono::DateTime::from_timestamp(now, 0) {
