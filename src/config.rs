@@ -91,6 +91,11 @@ pub struct Config {
     /// (survives a machine crash, at a large cost in token throughput); by default they are
     /// acknowledged once committed, which survives a Mandate crash (`MANDATE_AUDIT_SYNC_COMMIT`).
     pub audit_sync_commit: bool,
+    /// Make batched audit events durable in a journal under `<data_dir>/audit-journal`
+    /// before answering, and write them to the database behind (no request waits for the
+    /// database); when false, requests wait for the commit. The directory must outlive a
+    /// crash: Mandate writes what it holds at the next start (`MANDATE_AUDIT_JOURNAL`).
+    pub audit_journal: bool,
     /// Longest `act` delegation chain a token may carry (RFC 8693 §4.1)
     /// (`MANDATE_MAX_DELEGATION_DEPTH`).
     pub max_delegation_depth: usize,
@@ -223,6 +228,7 @@ impl Default for Config {
             audit_sink: None,
             audit_retention_days: 365,
             audit_sync_commit: false,
+            audit_journal: true,
             policy_utc_offset_minutes: 0,
             policy_time_zone: None,
             policy_tz: std::sync::OnceLock::new(),

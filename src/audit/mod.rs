@@ -16,6 +16,7 @@
 //! [`crate::secrets::fingerprint`] instead.
 pub mod chain;
 pub mod event;
+pub mod journal;
 mod lite;
 pub mod query;
 pub mod record;
@@ -130,6 +131,8 @@ impl Audit {
             sync_commit: config.audit_sync_commit,
             retention_secs: config.audit_retention_days.saturating_mul(86_400),
             linger_us: config.audit_linger_us.min(100_000),
+            journal: (config.audit_journal && !config.audit_sync_commit)
+                .then(|| config.data_dir.join("audit-journal")),
         };
         let target = writer::Target {
             url: config.database_url(),
@@ -164,9 +167,14 @@ impl Audit {
         }
     }
 
-    /// Queues a high-rate event and waits until it is committed.
+    /// Records a high-rate event: durable (journaled or committed) once this returns Ok.
     pub async fn record(&self, event: Event) -> Result<(), AuditUnavailable> {
         self.writer.record(event).await
+    }
+
+    /// Waits until every event recorded on this node so far is in the database (for reads).
+    pub async fn sync(&self) {
+        self.writer.sync().await;
     }
 
     /// Queues several events (one request's) and waits until all are committed.

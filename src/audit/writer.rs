@@ -1,11 +1,14 @@
 //! The batch writer for high-rate events (token and introspection decisions).
 //!
-//! A request pushes its [`Event`] into a bounded queue and waits for the writer's
-//! acknowledgement before it answers: the writer takes whatever is queued (up to
-//! `audit_batch_max`), chains, hashes and inserts it in one transaction, commits, then wakes
-//! every request of the batch. While one batch commits the next one fills (group commit), so
-//! the per-request cost on the HTTP thread is building a small struct and two wake-ups.
-//! When the queue is full, `record` waits (back-pressure); nothing is dropped.
+//! By default a request makes its event durable itself, by appending it to this node's
+//! [`journal`](super::journal) with one write, queues it for the writer and answers; the
+//! writer takes whatever is queued (up to `audit_batch_max`, every few milliseconds), chains,
+//! hashes and inserts it in one transaction. No request waits for the writer's thread or the
+//! database. With `audit_sync_commit` (or `audit_journal = false`) there is no journal: a
+//! request waits until its event is committed (group commit: while one batch commits the next
+//! one fills). When the queue is full, `record` waits (back-pressure); nothing is dropped.
+//! While the database refuses writes, the writer keeps the journaled events and retries them
+//! on its timer, and requests are refused (503): the log fails closed, as without a journal.
 //!
 //! The writer is its own thread with its own single-threaded runtime and its own database
 //! connection, so it depends on no caller's runtime. On SQLite it writes through
@@ -16,13 +19,16 @@
 //! locking and re-reading the head and re-chains the batch.
 use super::chain::{self, Head};
 use super::event::{Event, Row};
+use super::journal::{self, Journal, Leftover, Segment};
 use super::lite::Lite;
 use super::sink::Sink;
 use crate::clock::Clock;
 use crate::store::Store;
 use prometheus_client::metrics::counter::Counter;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, TransactionTrait};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// The audit log could not take the event; the request must fail (fail closed).
@@ -31,6 +37,15 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 pub struct AuditUnavailable;
 
 type Ack = oneshot::Sender<Result<(), AuditUnavailable>>;
+
+/// What the writer receives: an event (journaled, or waited for) or a request to be told
+/// once everything queued before it is committed.
+struct Item {
+    row: Option<Row>,
+    ack: Option<Ack>,
+    /// The journal segment holding `row`, kept until the row is committed.
+    seg: Option<Arc<Segment>>,
+}
 
 /// Settings of the writer, from [`crate::config::Config`].
 #[derive(Debug, Clone)]
@@ -47,7 +62,15 @@ pub struct WriterSettings {
     pub retention_secs: i64,
     /// Microseconds the writer waits for more events when a batch is small.
     pub linger_us: u64,
+    /// The journal's directory; `None`: acknowledge after commit.
+    pub journal: Option<PathBuf>,
 }
+
+/// With a journal, the longest a request waits for room in a full queue before it is refused.
+const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// With a journal, the writer lets events gather this long between transactions.
+const JOURNAL_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Batches of 2 up to this many events wait `linger_us` for more.
 const LINGER_BELOW: usize = 64;
@@ -63,9 +86,15 @@ pub struct WriterStats {
 /// The sending side, held by `App`.
 #[derive(Debug)]
 pub struct Writer {
-    tx: mpsc::Sender<(Event, Ack)>,
+    tx: mpsc::Sender<Item>,
     stop: Arc<tokio::sync::Notify>,
     done: Mutex<Option<oneshot::Receiver<()>>>,
+    stream: String,
+    node: String,
+    /// Set when the writer took the journal (it may not: another writer holds it).
+    journal: Arc<std::sync::OnceLock<Arc<Journal>>>,
+    /// The last write to the database failed (the writer is retrying).
+    failing: Arc<AtomicBool>,
 }
 
 /// How the writer reaches the database (connected on the writer's own runtime).
@@ -87,6 +116,10 @@ impl Writer {
     ) -> Result<Self, DbErr> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let stop = Arc::new(tokio::sync::Notify::new());
+        let journal_slot = Arc::new(std::sync::OnceLock::new());
+        let failing = Arc::new(AtomicBool::new(false));
+        let (stream, node) = (settings.stream.clone(), settings.node.clone());
+        let (slot, failing2) = (journal_slot.clone(), failing.clone());
         let (ready_tx, ready_rx) = oneshot::channel::<Result<(), DbErr>>();
         let (done_tx, done_rx) = oneshot::channel();
         let stop2 = stop.clone();
@@ -104,6 +137,7 @@ impl Writer {
                     }
                 };
                 rt.block_on(async move {
+                    let mut sink = sink;
                     let store = match connect(&target, settings.sync_commit).await {
                         Ok(s) => s,
                         Err(e) => {
@@ -124,8 +158,30 @@ impl Writer {
                         },
                         _ => None,
                     };
+                    let mut w = State {
+                        store,
+                        lite,
+                        pg_fast: pg_fast_sql().into(),
+                        s: settings,
+                        head: None,
+                        stats,
+                        failing: failing2,
+                        journal: None,
+                        replaced: Vec::new(),
+                        retained: Vec::new(),
+                    };
+                    let _lock = match w.take_journal(&clock, &mut sink).await {
+                        Ok(lock) => lock,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    if let Some(j) = &w.journal {
+                        let _ = slot.set(j.clone());
+                    }
                     let _ = ready_tx.send(Ok(()));
-                    run(store, lite, clock, settings, rx, stop2, sink, stats).await;
+                    run(w, clock, rx, stop2, sink).await;
                 });
                 let _ = done_tx.send(());
             })
@@ -137,34 +193,108 @@ impl Writer {
             tx,
             stop,
             done: Mutex::new(Some(done_rx)),
+            stream,
+            node,
+            journal: journal_slot,
+            failing,
         })
     }
 
-    /// Queues `event` and waits until it is committed. Waits while the queue is full.
+    /// Records `event`: durable once this returns Ok (journaled, or committed when there is
+    /// no journal). Waits while the queue is full.
     pub async fn record(&self, event: Event) -> Result<(), AuditUnavailable> {
-        let (ack, done) = oneshot::channel();
-        self.tx
-            .send((event, ack))
-            .await
-            .map_err(|_| AuditUnavailable)?;
-        done.await.map_err(|_| AuditUnavailable)?
+        let row = Row::from_event(event, &self.stream, &self.node, 0);
+        let Some(journal) = self.journal.get() else {
+            let (ack, done) = oneshot::channel();
+            self.send(Item {
+                row: Some(row),
+                ack: Some(ack),
+                seg: None,
+            })
+            .await?;
+            return done.await.map_err(|_| AuditUnavailable)?;
+        };
+        // Fail closed while the database refuses writes (the writer retries what it holds).
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(AuditUnavailable);
+        }
+        // A place in the queue first: an event is journaled only if it will be written. A
+        // full queue is back-pressure; one that stays full means the database hangs.
+        let permit = match self.tx.try_reserve() {
+            Ok(p) => p,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                tokio::time::timeout(QUEUE_WAIT, self.tx.reserve())
+                    .await
+                    .map_err(|_| AuditUnavailable)?
+                    .map_err(|_| AuditUnavailable)?
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(AuditUnavailable),
+        };
+        let seg = journal.append(&journal::line(&row)).map_err(|e| {
+            tracing::error!(error = %e, "audit journal write failed: request refused");
+            AuditUnavailable
+        })?;
+        permit.send(Item {
+            row: Some(row),
+            ack: None,
+            seg: Some(seg),
+        });
+        Ok(())
     }
 
-    /// Queues `events` in order and waits until every one is committed.
+    /// Records `events` (one request's) in order; durable once this returns Ok.
     pub async fn record_all(&self, events: Vec<Event>) -> Result<(), AuditUnavailable> {
+        if self.journal.get().is_some() {
+            for e in events {
+                self.record(e).await?;
+            }
+            return Ok(());
+        }
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
             let (ack, done) = oneshot::channel();
-            self.tx
-                .send((event, ack))
-                .await
-                .map_err(|_| AuditUnavailable)?;
+            self.send(Item {
+                row: Some(Row::from_event(event, &self.stream, &self.node, 0)),
+                ack: Some(ack),
+                seg: None,
+            })
+            .await?;
             acks.push(done);
         }
         for done in acks {
             done.await.map_err(|_| AuditUnavailable)??;
         }
         Ok(())
+    }
+
+    async fn send(&self, item: Item) -> Result<(), AuditUnavailable> {
+        self.tx.send(item).await.map_err(|_| AuditUnavailable)
+    }
+
+    /// Waits (up to 30 s) until every event recorded before the call is in the database, so a
+    /// read on this node sees them (the admin API and tests read after it).
+    pub async fn sync(&self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                let (ack, done) = oneshot::channel();
+                let item = Item {
+                    row: None,
+                    ack: Some(ack),
+                    seg: None,
+                };
+                if self.send(item).await.is_err() {
+                    return;
+                }
+                match done.await {
+                    Ok(Ok(())) | Err(_) => return,
+                    // The batch it came with failed: its events are kept and retried first.
+                    Ok(Err(AuditUnavailable)) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        })
+        .await;
     }
 
     /// Writes what is queued, then stops the writer (graceful shutdown).
@@ -250,39 +380,32 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the writer's whole state, moved in once"
-)]
 async fn run(
-    store: Store,
-    lite: Option<Lite>,
+    mut w: State,
     clock: Arc<dyn Clock>,
-    s: WriterSettings,
-    mut rx: mpsc::Receiver<(Event, Ack)>,
+    mut rx: mpsc::Receiver<Item>,
     stop: Arc<tokio::sync::Notify>,
     mut sink: Option<Sink>,
-    stats: WriterStats,
 ) {
     let mut timer = tokio::time::interval(std::time::Duration::from_millis(
-        s.flush_interval_ms.max(10),
+        w.s.flush_interval_ms.max(10),
     ));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut w = State {
-        store,
-        lite,
-        pg_fast: pg_fast_sql().into(),
-        s,
-        head: None,
-        stats,
-    };
     let mut last_checkpoint = clock.now();
     let mut last_prune = 0i64;
     let max = w.s.batch_max.max(1);
     let linger = w.s.linger_us;
-    let mut batch: Vec<(Event, Ack)> = Vec::with_capacity(max);
+    let mut batch: Vec<Item> = Vec::with_capacity(max);
     loop {
         let mut stopping = false;
+        if !w.retained.is_empty() {
+            // The database refused the last batch: retry it on the timer's next tick, taking
+            // nothing new meanwhile (the queue fills up, then requests are refused).
+            tokio::select! {
+                () = stop.notified() => stopping = true,
+                _ = timer.tick() => {}
+            }
+        } else {
         // Not `biased`: under a steady stream of events the timer still gets its turn.
         tokio::select! {
             n = rx.recv_many(&mut batch, max) => {
@@ -312,7 +435,19 @@ async fn run(
                 continue;
             }
         }
-        if !stopping && linger > 0 && (2..max.min(LINGER_BELOW)).contains(&batch.len()) {
+        }
+        let waited_for = batch.iter().any(|i| i.ack.is_some());
+        if !stopping && !waited_for && !batch.is_empty() && batch.len() < max {
+            // Journaled events: nobody waits, so gather a larger transaction.
+            std::thread::sleep(JOURNAL_LINGER);
+            let room = max - batch.len();
+            for _ in 0..room {
+                match rx.try_recv() {
+                    Ok(x) => batch.push(x),
+                    Err(_) => break,
+                }
+            }
+        } else if !stopping && linger > 0 && (2..max.min(LINGER_BELOW)).contains(&batch.len()) {
             // Requests arrive together (more than one queued): group more events per commit.
             // Fewer, larger commits cost less CPU than this short wait adds to the latency
             // (the writer has its own thread to block). A lone event commits at once.
@@ -343,6 +478,12 @@ async fn run(
 }
 
 struct State {
+    /// Journaled rows the database refused, with their segments: retried first.
+    retained: Vec<(Row, Arc<Segment>)>,
+    /// This writer's journal, and its replaced segments not yet removed.
+    journal: Option<Arc<Journal>>,
+    replaced: Vec<Arc<Segment>>,
+    failing: Arc<AtomicBool>,
     store: Store,
     /// SQLite: the connection batches are written through (`None` on PostgreSQL).
     lite: Option<Lite>,
@@ -358,24 +499,41 @@ impl State {
     async fn flush(
         &mut self,
         clock: &Arc<dyn Clock>,
-        batch: &mut Vec<(Event, Ack)>,
+        batch: &mut Vec<Item>,
         sink: &mut Option<Sink>,
     ) {
-        if batch.is_empty() {
+        if batch.is_empty() && self.retained.is_empty() {
             return;
         }
         let mut acks = Vec::with_capacity(batch.len());
-        let mut rows = Vec::with_capacity(batch.len());
-        for (e, a) in batch.drain(..) {
-            rows.push(Row::from_event(e, &self.s.stream, &self.s.node, 0));
-            acks.push(a);
+        let mut rows = Vec::with_capacity(batch.len() + self.retained.len());
+        let mut segs = Vec::with_capacity(rows.capacity());
+        for (r, seg) in self.retained.drain(..) {
+            rows.push(r);
+            segs.push(Some(seg));
+        }
+        for item in batch.drain(..) {
+            if let Some(r) = item.row {
+                rows.push(r);
+                segs.push(item.seg);
+            }
+            if let Some(a) = item.ack {
+                acks.push(a);
+            }
         }
         let n = rows.len() as u64;
-        let now = clock.now();
-        match self.write(&mut rows, now).await {
+        let result = if rows.is_empty() {
+            Ok(())
+        } else {
+            self.write(&mut rows, clock.now()).await
+        };
+        match result {
             Ok(()) => {
-                self.stats.events.inc_by(n);
-                self.stats.batches.inc();
+                self.failing.store(false, Ordering::Relaxed);
+                if n > 0 {
+                    self.stats.events.inc_by(n);
+                    self.stats.batches.inc();
+                }
                 // The SIEM copy first: an answered request's event is in the sink too.
                 if let Some(sink) = sink {
                     sink.write(&rows);
@@ -383,16 +541,115 @@ impl State {
                 for a in acks {
                     let _ = a.send(Ok(()));
                 }
+                drop(segs);
+                self.tidy_journal();
             }
             Err(e) => {
                 self.head = None;
+                self.failing.store(true, Ordering::Relaxed);
                 self.stats.failures.inc();
-                tracing::error!(error = %e, events = n, "audit batch not written: requests fail");
+                tracing::error!(error = %e, events = n, "audit batch not written: journaled events are kept and retried, waiting requests fail");
                 for a in acks {
                     let _ = a.send(Err(AuditUnavailable));
                 }
+                self.retained = rows
+                    .into_iter()
+                    .zip(segs)
+                    .filter_map(|(r, seg)| Some((r, seg?)))
+                    .collect();
             }
         }
+    }
+
+    /// After a commit: starts a new journal segment when the current one is full, and removes
+    /// replaced segments whose events are all committed (no queued event holds them).
+    fn tidy_journal(&mut self) {
+        let Some(j) = &self.journal else { return };
+        match j.rotate_if_full() {
+            Ok(Some(old)) => self.replaced.push(old),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "audit journal: no new segment"),
+        }
+        self.replaced.retain(|seg| {
+            if Arc::strong_count(seg) == 1 {
+                seg.remove();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Takes this node's journal (when configured and no other writer holds it) and writes
+    /// what a previous run left in it, skipping events the database already has. Returns
+    /// the lock, held while the writer runs.
+    async fn take_journal(
+        &mut self,
+        clock: &Arc<dyn Clock>,
+        sink: &mut Option<Sink>,
+    ) -> Result<Option<std::fs::File>, DbErr> {
+        let Some(dir) = self.s.journal.clone() else {
+            return Ok(None);
+        };
+        let io = |e: std::io::Error| DbErr::Custom(format!("audit journal {}: {e}", dir.display()));
+        let Some(lock) = Journal::lock(&dir).map_err(io)? else {
+            tracing::warn!(dir = %dir.display(), "audit journal held by another writer of this node: events are acknowledged after commit");
+            return Ok(None);
+        };
+        let (j, left) = Journal::open(&dir).map_err(io)?;
+        self.replay(left, clock, sink).await?;
+        self.journal = Some(Arc::new(j));
+        Ok(Some(lock))
+    }
+
+    async fn replay(
+        &mut self,
+        left: Leftover,
+        clock: &Arc<dyn Clock>,
+        sink: &mut Option<Sink>,
+    ) -> Result<(), DbErr> {
+        if let Some(since) = left.rows.iter().map(|r| r.time).min() {
+            let b = self.store.db.get_database_backend();
+            let known: std::collections::HashSet<String> = self
+                .store
+                .db
+                .query_all_raw(chain::stmt(
+                    b,
+                    "SELECT id FROM audit_events WHERE time >= ?",
+                    vec![(since - 1).into()],
+                ))
+                .await?
+                .into_iter()
+                .filter_map(|r| r.try_get::<String>("", "id").ok())
+                .collect();
+            let mut rows: Vec<Row> = left
+                .rows
+                .into_iter()
+                .filter(|r| !known.contains(&r.id))
+                .map(|mut r| {
+                    r.stream.clone_from(&self.s.stream);
+                    r
+                })
+                .collect();
+            for chunk in rows.chunks_mut(self.s.batch_max.max(1)) {
+                self.write(chunk, clock.now()).await?;
+                if let Some(sink) = sink {
+                    sink.write(chunk);
+                }
+            }
+            if !rows.is_empty() {
+                tracing::warn!(
+                    events = rows.len(),
+                    "audit journal: events of the previous run written (it stopped before writing them)"
+                );
+            }
+        }
+        for f in left.files {
+            if let Err(e) = std::fs::remove_file(&f) {
+                tracing::warn!(error = %e, path = %f.display(), "audit journal segment not removed");
+            }
+        }
+        Ok(())
     }
 
     async fn write(&mut self, rows: &mut [Row], now: i64) -> Result<(), DbErr> {

@@ -36,6 +36,8 @@ async fn list(
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.0),
     };
+    // What this node has answered is in the database before it is read.
+    app.audit.sync().await;
     match query::page(&app.store.db, &filter).await {
         Ok(page) => Json(page).into_response(),
         Err(e) => {

@@ -121,6 +121,7 @@ type Creds = (String, String);
 /// Every audit event stored so far.
 async fn audit_events(h: &H) -> Vec<Value> {
     let mut events = Vec::new();
+    h.app().audit.sync().await;
     mandate::audit::query::export(&h.app().store.db, 0, i64::MAX, |r| {
         events.push(serde_json::from_str::<Value>(&r.json_line()).unwrap());
         Ok(())

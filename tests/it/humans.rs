@@ -223,6 +223,7 @@ async fn audit_count(h: &H, kind: &'static str) -> usize {
         limit: 1000,
         ..Default::default()
     };
+    h.app().audit.sync().await;
     mandate::audit::query::page(&h.app().store.db, &f)
         .await
         .unwrap()

@@ -226,6 +226,7 @@ async fn people_are_human_principals(h: H) -> H {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["scope"], "tools:edit tools:search");
     let mut issued = Vec::new();
+    h.app().audit.sync().await;
     mandate::audit::query::export(&h.app().store.db, 0, i64::MAX, |r| {
         let v: Value = serde_json::from_str(&r.json_line()).unwrap();
         if v["type"] == "token.issued" && v["details"]["grant_type"] == "refresh_token" {

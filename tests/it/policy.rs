@@ -614,6 +614,7 @@ async fn decisions_and_changes_are_audited(h: H) -> H {
     assert_eq!(r.status, 201);
 
     let mut all = Vec::new();
+    h.app().audit.sync().await;
     mandate::audit::query::export(&h.app().store.db, 0, i64::MAX, |r| {
         all.push(serde_json::from_str::<Value>(&r.json_line()).unwrap());
         Ok(())
@@ -655,6 +656,7 @@ async fn decisions_and_changes_are_audited(h: H) -> H {
     assert_eq!(changes[1]["details"]["message"], "stricter");
     assert_eq!(changes[2]["action"], "rollback");
     assert_eq!(changes[2]["details"]["rollback_of"], 1);
+    h.app().audit.sync().await;
     let rep = mandate::audit::verify::verify(&h.app().store)
         .await
         .unwrap();
