@@ -89,7 +89,12 @@ impl Journal {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let p = e.path();
-                let no = p.file_name()?.to_str()?.strip_suffix(".jsonl")?.parse().ok()?;
+                let no = p
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(".jsonl")?
+                    .parse()
+                    .ok()?;
                 Some((no, p))
             })
             .collect();

@@ -406,35 +406,35 @@ async fn run(
                 _ = timer.tick() => {}
             }
         } else {
-        // Not `biased`: under a steady stream of events the timer still gets its turn.
-        tokio::select! {
-            n = rx.recv_many(&mut batch, max) => {
-                if n == 0 {
-                    stopping = true;
-                }
-            }
-            () = stop.notified() => stopping = true,
-            _ = timer.tick() => {
-                let now = clock.now();
-                if now - last_checkpoint >= w.s.checkpoint_interval_secs {
-                    last_checkpoint = now;
-                    if let Err(e) = chain::checkpoint_if_moved(&w.store.db, &w.s.stream, now).await {
-                        tracing::warn!(error = %e, "audit checkpoint failed");
+            // Not `biased`: under a steady stream of events the timer still gets its turn.
+            tokio::select! {
+                n = rx.recv_many(&mut batch, max) => {
+                    if n == 0 {
+                        stopping = true;
                     }
                 }
-                if w.s.retention_secs > 0 && now.saturating_sub(last_prune) >= 3600 {
-                    last_prune = now;
-                    w.head = None; // pruning appends to the stream
-                    if let Err(e) = super::retention::prune(&w.store, &w.s, now).await {
-                        tracing::warn!(error = %e, "audit retention failed");
+                () = stop.notified() => stopping = true,
+                _ = timer.tick() => {
+                    let now = clock.now();
+                    if now - last_checkpoint >= w.s.checkpoint_interval_secs {
+                        last_checkpoint = now;
+                        if let Err(e) = chain::checkpoint_if_moved(&w.store.db, &w.s.stream, now).await {
+                            tracing::warn!(error = %e, "audit checkpoint failed");
+                        }
                     }
+                    if w.s.retention_secs > 0 && now.saturating_sub(last_prune) >= 3600 {
+                        last_prune = now;
+                        w.head = None; // pruning appends to the stream
+                        if let Err(e) = super::retention::prune(&w.store, &w.s, now).await {
+                            tracing::warn!(error = %e, "audit retention failed");
+                        }
+                    }
+                    if let Some(sink) = &mut sink {
+                        sink.flush();
+                    }
+                    continue;
                 }
-                if let Some(sink) = &mut sink {
-                    sink.flush();
-                }
-                continue;
             }
-        }
         }
         let waited_for = batch.iter().any(|i| i.ack.is_some());
         if !stopping && !waited_for && !batch.is_empty() && batch.len() < max {

@@ -419,6 +419,47 @@ async fn batches_and_registry_changes_share_one_chain(h: H) -> H {
 }
 both!(batches_and_registry_changes_share_one_chain);
 
+/// A restart reads back the journal it left (a graceful stop leaves its last segment): events
+/// already in the database are not written twice, and events journaled but never inserted
+/// (a crash's tail, here planted in the journal) are written at start.
+async fn restart_writes_the_journal_tail_once(mut h: H) -> H {
+    let (_server, agent, _token) = setup(&h).await;
+    for t in token_requests(&h, &agent, 40) {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let before = of_type(&events(&h).await, "token.issued").len();
+    assert_eq!(before, 41);
+    // What a crash would leave: an answered event in the journal, not in the database.
+    let dir = h.config.data_dir.join("audit-journal");
+    let mut lost = mandate::audit::Event::new(
+        mandate::audit::kinds::TOKEN_ISSUED,
+        h.now(),
+        mandate::audit::Actor::new(mandate::audit::ActorKind::Agent, agent.0.clone()),
+    );
+    lost.subject = Some("jti-of-the-crash".into());
+    let row = mandate::audit::Row::from_event(lost, "x", "x", 0);
+    std::fs::write(
+        dir.join("0000000000000000.jsonl"),
+        mandate::audit::journal::line(&row),
+    )
+    .unwrap();
+    h.boot().await;
+    let all = events(&h).await;
+    let issued = of_type(&all, "token.issued");
+    assert_eq!(issued.len(), before + 1);
+    assert_eq!(
+        issued
+            .iter()
+            .filter(|e| e["subject"] == "jti-of-the-crash")
+            .count(),
+        1
+    );
+    let report = verify(&h).await;
+    assert!(report.ok, "{report:?}");
+    h
+}
+both!(restart_writes_the_journal_tail_once);
+
 async fn admin_api_filters_and_pages(h: H) -> H {
     let (server, agent, token) = setup(&h).await;
     for _ in 0..4 {

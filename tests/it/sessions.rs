@@ -545,6 +545,9 @@ async fn postgres_restart_fails_closed_and_recovers() {
     })
     .await
     .unwrap();
-    assert!(issued >= journaled + 2, "{issued} events, {journaled} answered during the outage");
+    assert!(
+        issued >= journaled + 2,
+        "{issued} events, {journaled} answered during the outage"
+    );
     h.finish().await;
 }
