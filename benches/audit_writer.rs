@@ -1,7 +1,9 @@
 //! The audit batch writer on its own: how many events per second it commits when many
-//! requests record at once (each waits for its commit, as `/token` does), on the embedded
-//! SQLite default and, when `MANDATE_BENCH_DATABASE_URL` names a PostgreSQL database, on a
-//! fresh schema there.
+//! requests record at once, on the embedded SQLite default and, when
+//! `MANDATE_BENCH_DATABASE_URL` names a PostgreSQL database, on a fresh schema there. Each
+//! backend runs twice: with the journal (the default: a request returns once its event is
+//! journaled) and without (`audit_journal = false`: each request waits for its commit). The
+//! time runs until the writer has committed every event.
 //!
 //!     cargo bench --bench audit_writer
 //!     MANDATE_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --bench audit_writer
@@ -62,8 +64,25 @@ async fn run(label: &str, config: Config, schema: Option<&str>) {
     for t in tasks {
         t.await.unwrap();
     }
-    let secs = started.elapsed().as_secs_f64();
+    let answered = started.elapsed().as_secs_f64();
     audit.writer.shutdown().await;
+    let secs = started.elapsed().as_secs_f64();
+    let n: i64 = store
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            store.db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM audit_events",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    assert_eq!(n, EVENTS as i64, "every event committed");
+    println!(
+        "{label}: all {EVENTS} answered after {answered:.2} s ({:.0} events/s)",
+        EVENTS as f64 / answered
+    );
     println!(
         "{label}: {EVENTS} events from {CONCURRENCY} concurrent writers in {secs:.2} s: {:.0} events/s committed",
         EVENTS as f64 / secs
@@ -72,14 +91,23 @@ async fn run(label: &str, config: Config, schema: Option<&str>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
+    for journal in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let label = if journal { "journal" } else { "no journal" };
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            audit_journal: journal,
+            ..Config::default()
+        };
+        run(&format!("sqlite, {label}"), config, None).await;
+    }
+    let Ok(url) = std::env::var("MANDATE_BENCH_DATABASE_URL") else {
+        return;
     };
-    run("sqlite", config, None).await;
-    if let Ok(url) = std::env::var("MANDATE_BENCH_DATABASE_URL") {
-        let schema = format!("bench_audit_{}", std::process::id());
+    for journal in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let label = if journal { "journal" } else { "no journal" };
+        let schema = format!("bench_audit_{}_{journal}", std::process::id());
         let admin = Store::connect(&url, None).await.unwrap();
         admin
             .db
@@ -87,11 +115,12 @@ async fn main() {
             .await
             .unwrap();
         let config = Config {
-            database_url: Some(url),
+            database_url: Some(url.clone()),
             data_dir: dir.path().to_path_buf(),
+            audit_journal: journal,
             ..Config::default()
         };
-        run("postgres", config, Some(&schema)).await;
+        run(&format!("postgres, {label}"), config, Some(&schema)).await;
         admin
             .db
             .execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE"))

@@ -437,21 +437,22 @@ async fn run(
             }
         }
         let waited_for = batch.iter().any(|i| i.ack.is_some());
-        if !stopping && !waited_for && !batch.is_empty() && batch.len() < max {
+        let pause = if stopping || batch.is_empty() || batch.len() >= max {
+            None
+        } else if !waited_for {
             // Journaled events: nobody waits, so gather a larger transaction.
-            std::thread::sleep(JOURNAL_LINGER);
-            let room = max - batch.len();
-            for _ in 0..room {
-                match rx.try_recv() {
-                    Ok(x) => batch.push(x),
-                    Err(_) => break,
-                }
-            }
-        } else if !stopping && linger > 0 && (2..max.min(LINGER_BELOW)).contains(&batch.len()) {
-            // Requests arrive together (more than one queued): group more events per commit.
-            // Fewer, larger commits cost less CPU than this short wait adds to the latency
-            // (the writer has its own thread to block). A lone event commits at once.
-            std::thread::sleep(std::time::Duration::from_micros(linger));
+            Some(JOURNAL_LINGER)
+        } else if linger > 0 && (2..LINGER_BELOW).contains(&batch.len()) {
+            // Requests waiting, and arriving together (more than one queued): group more
+            // events per commit. Fewer, larger commits cost less CPU than this short wait adds
+            // to the latency (the writer has its own thread to block). A lone event commits
+            // at once.
+            Some(std::time::Duration::from_micros(linger))
+        } else {
+            None
+        };
+        if let Some(pause) = pause {
+            std::thread::sleep(pause);
             let room = max - batch.len();
             for _ in 0..room {
                 match rx.try_recv() {
