@@ -14,6 +14,7 @@
 use super::event::Row;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -32,7 +33,12 @@ pub struct Segment {
 impl Segment {
     fn create(dir: &Path, no: u64) -> io::Result<Self> {
         let path = dir.join(format!("{no:016}.jsonl"));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // Events name agents, servers and addresses: readable by Mandate's user only.
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
         Ok(Self {
             path,
             file,
@@ -153,9 +159,12 @@ impl Journal {
         Ok(Some(std::mem::replace(&mut *cur, next)))
     }
 
-    /// The current segment (for a clean shutdown: removed when nothing holds it).
-    pub fn current(&self) -> Option<Arc<Segment>> {
-        self.current.read().ok().map(|c| c.clone())
+    /// After a clean shutdown (every event committed, no request can append any more):
+    /// removes the current segment, so the next start has nothing to read back.
+    pub fn remove_current(&self) {
+        if let Ok(c) = self.current.read() {
+            c.remove();
+        }
     }
 }
 

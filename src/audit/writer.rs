@@ -468,6 +468,14 @@ async fn run(
                 w.flush(&clock, &mut batch, &mut sink).await;
             }
             w.flush(&clock, &mut batch, &mut sink).await;
+            if w.retained.is_empty() {
+                // Every event is committed and the queue is closed (no request holds a place
+                // in it, so none can append): the journal is empty.
+                w.tidy_journal();
+                if let Some(j) = &w.journal {
+                    j.remove_current();
+                }
+            }
             let _ = chain::checkpoint_if_moved(&w.store.db, &w.s.stream, clock.now()).await;
             if let Some(sink) = &mut sink {
                 sink.flush();

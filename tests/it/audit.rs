@@ -419,9 +419,9 @@ async fn batches_and_registry_changes_share_one_chain(h: H) -> H {
 }
 both!(batches_and_registry_changes_share_one_chain);
 
-/// A restart reads back the journal it left (a graceful stop leaves its last segment): events
-/// already in the database are not written twice, and events journaled but never inserted
-/// (a crash's tail, here planted in the journal) are written at start.
+/// A restart writes what a crash left in the journal (here planted in it): events journaled
+/// but never inserted are written, events the database already has are not written twice.
+/// A graceful stop leaves an empty journal.
 async fn restart_writes_the_journal_tail_once(mut h: H) -> H {
     let (_server, agent, _token) = setup(&h).await;
     for t in token_requests(&h, &agent, 40) {
@@ -438,12 +438,23 @@ async fn restart_writes_the_journal_tail_once(mut h: H) -> H {
     );
     lost.subject = Some("jti-of-the-crash".into());
     let row = mandate::audit::Row::from_event(lost, "x", "x", 0);
-    std::fs::write(
-        dir.join("0000000000000000.jsonl"),
-        mandate::audit::journal::line(&row),
-    )
-    .unwrap();
+    // ... and an event the database already has (a crash after its commit, before the
+    // journal was tidied).
+    let mut committed = row.clone();
+    committed.id = of_type(&events(&h).await, "token.issued")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut tail = mandate::audit::journal::line(&committed);
+    tail.extend(mandate::audit::journal::line(&row));
+    std::fs::write(dir.join("0000000000000000.jsonl"), tail).unwrap();
     h.boot().await;
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".jsonl"))
+        .collect();
+    assert_eq!(left.len(), 1, "only the new run's segment: {left:?}");
     let all = events(&h).await;
     let issued = of_type(&all, "token.issued");
     assert_eq!(issued.len(), before + 1);
