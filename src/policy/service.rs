@@ -2,7 +2,7 @@
 //! set that would lock everyone out unless forced, store as a new version (which every node
 //! picks up through the registry version), roll back, and compare.
 use super::store::{self, NewVersion, PolicyVersion};
-use super::{Engine, Facts, Outcome, PolicyError, compile, schema};
+use super::{ClientFacts, Engine, Facts, HumanFacts, Outcome, PolicyError, compile, schema};
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -22,11 +22,14 @@ pub struct Applied {
 /// Largest number of (agent, tool) pairs tried when looking for a lockout.
 const LOCKOUT_SAMPLE: usize = 20_000;
 
-/// Checks `source` compiles and does not deny everything. Returns the validator warnings and,
-/// for a lockout, why.
+/// Checks `source` compiles and does not deny everything: some registered agent, or some
+/// registered person acting through an MCP client (`people`), must be permitted (or asked
+/// for approval) on some registered tool. Returns the validator warnings and, for a lockout,
+/// why.
 pub fn check(
     source: &str,
     registry: &Registry,
+    people: &[HumanFacts],
 ) -> Result<(Vec<String>, Option<String>), PolicyError> {
     let schema = schema()?;
     let compiled = compile(source, &schema)?;
@@ -37,8 +40,9 @@ pub fn check(
             Some("the policy set has no permit policy: it would deny every request".into()),
         ));
     }
-    // Try what registered agents may reach, as if a human approved and risk were nil: when
-    // nothing at all is permitted, the set locks everyone out.
+    // Try what registered agents may reach and what people may reach through a client, as if
+    // a human approved and risk were nil: when nothing at all is permitted, the set locks
+    // everyone out.
     let engine = Engine::build(0, Some(source), registry);
     let mut tried = 0usize;
     for agent in registry.agents() {
@@ -58,10 +62,28 @@ pub fn check(
                     tool.class,
                     &facts,
                 );
-                if d.decision != Outcome::Deny {
+                if d.decision != Outcome::Deny || tried >= LOCKOUT_SAMPLE {
                     return Ok((warnings, None));
                 }
-                if tried >= LOCKOUT_SAMPLE {
+            }
+        }
+    }
+    for person in people {
+        for server in registry.servers() {
+            let facts = Facts {
+                approved: true,
+                environment: server.environment.clone(),
+                delegation: Some(person.clone()),
+                client: Some(ClientFacts {
+                    id: "lockout-check".into(),
+                    name: None,
+                }),
+                ..Facts::default()
+            };
+            for tool in server.tools.values() {
+                tried += 1;
+                let d = engine.evaluate_human(person, server, tool, &facts);
+                if d.decision != Outcome::Deny || tried >= LOCKOUT_SAMPLE {
                     return Ok((warnings, None));
                 }
             }
@@ -73,7 +95,7 @@ pub fn check(
     Ok((
         warnings,
         Some(format!(
-            "the policy set denies every one of the {tried} tool(s) registered agents may reach"
+            "the policy set denies every one of the {tried} (principal, tool) pair(s) registered agents and people may reach"
         )),
     ))
 }
@@ -125,7 +147,25 @@ impl PolicyAdmin<'_> {
         force: bool,
         registry: &Registry,
     ) -> Result<Applied, PolicyError> {
-        let (warnings, lockout) = check(source, registry)?;
+        // People with their roles, for the lockout check (when they cannot be read, the
+        // check tries agents only, which can only report a lockout more often).
+        let people: Vec<HumanFacts> = match crate::humans::list(self.store).await {
+            Ok(list) => list
+                .into_iter()
+                .filter(|h| h.disabled_at.is_none())
+                .map(|h| {
+                    HumanFacts::new(
+                        h.human.email,
+                        h.human.roles.iter().map(|r| r.as_str().to_string()),
+                    )
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "policy lockout check: people not read");
+                Vec::new()
+            }
+        };
+        let (warnings, lockout) = check(source, registry, &people)?;
         if let Some(why) = &lockout
             && !force
         {
@@ -223,10 +263,15 @@ mod tests {
 
     #[test]
     fn a_set_without_permits_is_a_lockout() {
-        let (_, lockout) =
-            check("forbid(principal, action, resource);", &Registry::default()).unwrap();
+        let (_, lockout) = check(
+            "forbid(principal, action, resource);",
+            &Registry::default(),
+            &[],
+        )
+        .unwrap();
         assert!(lockout.is_some());
-        let (_, lockout) = check(super::super::DEFAULT_POLICIES, &Registry::default()).unwrap();
+        let (_, lockout) =
+            check(super::super::DEFAULT_POLICIES, &Registry::default(), &[]).unwrap();
         assert!(lockout.is_none());
     }
 }

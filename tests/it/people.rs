@@ -341,3 +341,26 @@ async fn a_v1_policy_set_keeps_working(h: H) -> H {
     h
 }
 open_both!(a_v1_policy_set_keeps_working);
+
+/// The lockout check counts people: a set that permits only people through MCP clients is a
+/// lockout while only agents are registered, and saved once a person it permits exists.
+async fn a_people_only_set_is_no_lockout_once_people_exist(h: H) -> H {
+    let _w = world(&h).await;
+    h.simple_agent("prod", &[MCP], "tools:read", "client_secret_basic")
+        .await;
+    let t = admin(&h).await;
+    let people_only = "@id(\"people-only\")\npermit (principal is Human, action, resource)\n\
+                       when { principal.roles.contains(\"admin\") };\n";
+    let r = apply(&h, &t, people_only).await;
+    assert_eq!((r.status, r.error()), (409, "lockout"), "{:?}", r.body);
+    // A person the set does not permit changes nothing; one it permits does.
+    person(&h, "viewer@example.com", &[Role::Viewer]).await;
+    let r = apply(&h, &t, people_only).await;
+    assert_eq!((r.status, r.error()), (409, "lockout"), "{:?}", r.body);
+    person(&h, "admin@example.com", &[Role::Admin]).await;
+    let r = apply(&h, &t, people_only).await;
+    assert!(r.status < 300, "{:?}", r.body);
+    assert!(r.body.get("forced_past").is_none(), "{:?}", r.body);
+    h
+}
+open_both!(a_people_only_set_is_no_lockout_once_people_exist);
