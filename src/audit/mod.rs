@@ -11,8 +11,8 @@
 //! Adding an event type: add a [`Kind`] to [`event::kinds`] (and to `kinds::ALL`), build an
 //! [`Event`] where the decision or change happens, and write it either with
 //! [`Trail::record`] inside the transaction of the state change it records, or with
-//! [`Audit::record`] (batched; the caller waits for the commit) for decisions that change no
-//! state. Never put a token, secret or assertion in an event: a `jti` or
+//! [`Audit::record`] (batched; durable, journaled or committed, when it returns) for
+//! decisions that change no state. Never put a token, secret or assertion in an event: a `jti` or
 //! [`crate::secrets::fingerprint`] instead.
 pub mod chain;
 pub mod event;

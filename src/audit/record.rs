@@ -98,7 +98,7 @@ fn refused(e: &OAuthError, ev: Event) -> Event {
 }
 
 impl Audit {
-    /// Records the outcome of `POST /token` and waits for the commit. An issued token whose
+    /// Records the outcome of `POST /token` (durable when this returns). An issued token whose
     /// event cannot be written is not handed out (503).
     pub async fn token(
         &self,
