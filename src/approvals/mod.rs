@@ -368,12 +368,7 @@ impl App {
         let mut facts =
             Facts::for_agent(&agent, now, self.config.policy_offset_secs(now), Some(peer));
         facts.approved = true;
-        facts.approver = approver.as_ref().map(|h| {
-            crate::policy::HumanFacts::new(
-                h.email.clone(),
-                h.roles.iter().map(|r| r.as_str().to_string()),
-            )
-        });
+        facts.approver = approver.as_ref().map(crate::humans::Human::policy_facts);
         let engine = &registry.policy;
         let features = engine.features(&facts);
         let mut reasons = Vec::new();

@@ -119,6 +119,14 @@ impl Human {
     pub fn has_role(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }
+
+    /// What policy knows of this person: `Human::"<email>"` with their roles.
+    pub fn policy_facts(&self) -> crate::policy::HumanFacts {
+        crate::policy::HumanFacts::new(
+            self.email.clone(),
+            self.roles.iter().map(|r| r.as_str().to_string()),
+        )
+    }
 }
 
 /// A person with their account's bookkeeping, for listings.

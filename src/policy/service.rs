@@ -153,12 +153,7 @@ impl PolicyAdmin<'_> {
             Ok(list) => list
                 .into_iter()
                 .filter(|h| h.disabled_at.is_none())
-                .map(|h| {
-                    HumanFacts::new(
-                        h.human.email,
-                        h.human.roles.iter().map(|r| r.as_str().to_string()),
-                    )
-                })
+                .map(|h| h.human.policy_facts())
                 .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "policy lockout check: people not read");
