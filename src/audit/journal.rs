@@ -122,16 +122,27 @@ impl Journal {
         ))
     }
 
-    /// Appends `line` (one event, newline-terminated) with one write; returns the segment
-    /// that holds it.
-    pub fn append(&self, line: &[u8]) -> io::Result<Arc<Segment>> {
+    /// Appends `record` (one event, see [`line`]) with one `write`; returns the segment that
+    /// holds it. A short write is an error, never completed by a second `write` (another
+    /// thread's record could land in between): the part written reads back as a torn record
+    /// and is skipped, and the request is refused.
+    pub fn append(&self, record: &[u8]) -> io::Result<Arc<Segment>> {
         let seg = self
             .current
             .read()
             .map_err(|_| io::Error::other("audit journal lock poisoned"))?
             .clone();
-        (&seg.file).write_all(line)?;
-        seg.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
+        let n = (&seg.file).write(record)?;
+        if n != record.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!(
+                    "short write to the audit journal ({n} of {} bytes)",
+                    record.len()
+                ),
+            ));
+        }
+        seg.bytes.fetch_add(n as u64, Ordering::Relaxed);
         Ok(seg)
     }
 

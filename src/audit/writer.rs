@@ -92,7 +92,7 @@ pub struct Writer {
     stream: String,
     node: String,
     /// Set when the writer took the journal (it may not: another writer holds it).
-    journal: Arc<std::sync::OnceLock<Arc<Journal>>>,
+    journal: Option<Arc<Journal>>,
     /// The last write to the database failed (the writer is retrying).
     failing: Arc<AtomicBool>,
 }
@@ -116,11 +116,11 @@ impl Writer {
     ) -> Result<Self, DbErr> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let stop = Arc::new(tokio::sync::Notify::new());
-        let journal_slot = Arc::new(std::sync::OnceLock::new());
         let failing = Arc::new(AtomicBool::new(false));
         let (stream, node) = (settings.stream.clone(), settings.node.clone());
-        let (slot, failing2) = (journal_slot.clone(), failing.clone());
-        let (ready_tx, ready_rx) = oneshot::channel::<Result<(), DbErr>>();
+        let failing2 = failing.clone();
+        // Ready: the journal the writer took, if any.
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<Option<Arc<Journal>>, DbErr>>();
         let (done_tx, done_rx) = oneshot::channel();
         let stop2 = stop.clone();
         std::thread::Builder::new()
@@ -177,16 +177,13 @@ impl Writer {
                             return;
                         }
                     };
-                    if let Some(j) = &w.journal {
-                        let _ = slot.set(j.clone());
-                    }
-                    let _ = ready_tx.send(Ok(()));
+                    let _ = ready_tx.send(Ok(w.journal.clone()));
                     run(w, clock, rx, stop2, sink).await;
                 });
                 let _ = done_tx.send(());
             })
             .map_err(|e| DbErr::Custom(format!("cannot start the audit writer: {e}")))?;
-        ready_rx
+        let journal = ready_rx
             .await
             .map_err(|_| DbErr::Custom("the audit writer did not start".into()))??;
         Ok(Self {
@@ -195,7 +192,7 @@ impl Writer {
             done: Mutex::new(Some(done_rx)),
             stream,
             node,
-            journal: journal_slot,
+            journal,
             failing,
         })
     }
@@ -203,17 +200,25 @@ impl Writer {
     /// Records `event`: durable once this returns Ok (journaled, or committed when there is
     /// no journal). Waits while the queue is full.
     pub async fn record(&self, event: Event) -> Result<(), AuditUnavailable> {
-        let row = Row::from_event(event, &self.stream, &self.node, 0);
-        let Some(journal) = self.journal.get() else {
-            let (ack, done) = oneshot::channel();
-            self.send(Item {
-                row: Some(row),
-                ack: Some(ack),
-                seg: None,
-            })
-            .await?;
-            return done.await.map_err(|_| AuditUnavailable)?;
+        match &self.journal {
+            Some(journal) => self.journaled(journal, event).await,
+            None => self.committed(vec![event]).await,
+        }
+    }
+
+    /// Records `events` (one request's) in order; durable once this returns Ok.
+    pub async fn record_all(&self, events: Vec<Event>) -> Result<(), AuditUnavailable> {
+        let Some(journal) = &self.journal else {
+            return self.committed(events).await;
         };
+        for e in events {
+            self.journaled(journal, e).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends `event` to the journal and queues it for the writer.
+    async fn journaled(&self, journal: &Journal, event: Event) -> Result<(), AuditUnavailable> {
         // Fail closed while the database refuses writes (the writer retries what it holds).
         if self.failing.load(Ordering::Relaxed) {
             return Err(AuditUnavailable);
@@ -230,6 +235,7 @@ impl Writer {
             }
             Err(mpsc::error::TrySendError::Closed(())) => return Err(AuditUnavailable),
         };
+        let row = Row::from_event(event, &self.stream, &self.node, 0);
         let seg = journal.append(&journal::line(&row)).map_err(|e| {
             tracing::error!(error = %e, "audit journal write failed: request refused");
             AuditUnavailable
@@ -242,14 +248,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Records `events` (one request's) in order; durable once this returns Ok.
-    pub async fn record_all(&self, events: Vec<Event>) -> Result<(), AuditUnavailable> {
-        if self.journal.get().is_some() {
-            for e in events {
-                self.record(e).await?;
-            }
-            return Ok(());
-        }
+    /// Queues `events` in order and waits until every one is committed (no journal).
+    async fn committed(&self, events: Vec<Event>) -> Result<(), AuditUnavailable> {
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
             let (ack, done) = oneshot::channel();
